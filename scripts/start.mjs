@@ -1,0 +1,63 @@
+// `npm start`. In production it only runs the built service. In development it fills
+// what is missing, and says so: a local PostgreSQL and Redis (scripts/local-services.sh),
+// generated dev secrets (.local/dev/secrets.json); then builds and serves. The service
+// applies pending migrations itself at boot (MIGRATE_ON_START, default true).
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+
+import { devSecrets, log, root } from './dev-env.mjs';
+
+const env = { ...process.env };
+const production = env.NODE_ENV === 'production';
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+    ...options,
+  });
+  if (result.status !== 0) {
+    log(`${command} ${args.join(' ')} failed (exit ${result.status ?? result.signal})`);
+    process.exit(1);
+  }
+  return result.stdout ?? '';
+}
+
+if (!production) {
+  if (!env.DATABASE_URL || !env.REDIS_URL) {
+    log('DATABASE_URL/REDIS_URL not set: starting the local PostgreSQL and Redis (scripts/local-services.sh)');
+    const output = run('bash', [join(root, 'scripts', 'local-services.sh'), 'start']);
+    for (const line of output.split('\n')) {
+      const match = /^(DATABASE_URL|REDIS_URL)=(.+)$/.exec(line.trim());
+      if (match && !env[match[1]]) {
+        env[match[1]] = match[2];
+        log(`using local ${match[1]}=${match[2]}`);
+      }
+    }
+  }
+  const fromSecrets = [];
+  if (!env.JWT_SECRET && !env.JWT_PUBLIC_KEY && !env.JWT_JWKS_URL) fromSecrets.push('JWT_SECRET');
+  if (!env.ENCRYPTION_KEYS) fromSecrets.push('ENCRYPTION_KEYS');
+  if (fromSecrets.length > 0) {
+    const { values, created } = devSecrets();
+    for (const name of fromSecrets) env[name] = values[name];
+    log(
+      `${created ? 'generated' : 'using'} dev ${fromSecrets.join(' and ')} from .local/dev/secrets.json (development only)`,
+    );
+  }
+  log('building (tsc)');
+  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
+    stdio: 'inherit',
+  });
+  log('mint a dev token with: npm run token -- <userId> [--service]');
+}
+
+const child = spawn(process.execPath, ['--enable-source-maps', join(root, 'dist', 'main.js')], {
+  cwd: root,
+  env,
+  stdio: 'inherit',
+});
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -1,0 +1,113 @@
+import { generateKeyPairSync, createHmac } from 'node:crypto';
+
+import { SignJWT } from 'jose';
+import { describe, expect, it } from 'vitest';
+
+import { AppError } from '../common/app-error.js';
+import { parseEnv } from '../config/config.parser.js';
+import { TokenVerifier } from './token-verifier.service.js';
+
+const SECRET = 'unit-test-secret-unit-test-secret-0123456789';
+const baseEnv = {
+  DATABASE_URL: 'postgresql://localhost/x',
+  REDIS_URL: 'redis://localhost',
+  ENCRYPTION_KEYS: `1:${Buffer.alloc(32).toString('base64')}`,
+};
+const now = () => Math.floor(Date.now() / 1000);
+
+function verifier(env: Record<string, string> = {}): TokenVerifier {
+  return new TokenVerifier(parseEnv({ ...baseEnv, JWT_SECRET: SECRET, ...env }));
+}
+
+function hs256(claims: Record<string, unknown>, secret = SECRET): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(secret));
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof AppError) return error.code;
+    throw error;
+  }
+  return 'accepted';
+}
+
+const b64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+describe('TokenVerifier', () => {
+  it('accepts a valid HS256 token and reads sub, scope and exp', async () => {
+    const exp = now() + 600;
+    const identity = await verifier().verify(await hs256({ sub: 'alice', exp, scope: 'chat service' }));
+    expect(identity).toEqual({
+      userId: 'alice',
+      isService: true,
+      scopes: ['chat', 'service'],
+      expiresAt: new Date(exp * 1000),
+    });
+  });
+
+  it('refuses a missing token as unauthorized', async () => {
+    expect(await codeOf(verifier().verify(undefined))).toBe('unauthorized');
+    expect(await codeOf(verifier().verify(''))).toBe('unauthorized');
+    expect(await codeOf(verifier().verify('not.a.jwt'))).toBe('unauthorized');
+  });
+
+  it('refuses a bad signature', async () => {
+    expect(
+      await codeOf(verifier().verify(await hs256({ sub: 'a', exp: now() + 60 }, 'another-secret-another-secret-0123'))),
+    ).toBe('unauthorized');
+  });
+
+  it('refuses alg none', async () => {
+    const token = `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: 'a', exp: now() + 60 })}.`;
+    expect(await codeOf(verifier().verify(token))).toBe('unauthorized');
+  });
+
+  it('refuses an expired token as token_expired, within the 30 s tolerance accepts it', async () => {
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'a', exp: now() - 120 })))).toBe('token_expired');
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'a', exp: now() - 10 })))).toBe('accepted');
+  });
+
+  it('requires exp and sub', async () => {
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'a' })))).toBe('unauthorized');
+    expect(await codeOf(verifier().verify(await hs256({ exp: now() + 60 })))).toBe('unauthorized');
+  });
+
+  it('checks issuer and audience when configured', async () => {
+    const strict = verifier({ JWT_ISSUER: 'https://idp.example.com', JWT_AUDIENCE: 'chat' });
+    const good = await hs256({ sub: 'a', exp: now() + 60, iss: 'https://idp.example.com', aud: 'chat' });
+    expect(await codeOf(strict.verify(good))).toBe('accepted');
+    expect(
+      await codeOf(strict.verify(await hs256({ sub: 'a', exp: now() + 60, iss: 'https://evil', aud: 'chat' }))),
+    ).toBe('unauthorized');
+    expect(
+      await codeOf(
+        strict.verify(await hs256({ sub: 'a', exp: now() + 60, iss: 'https://idp.example.com', aud: 'other' })),
+      ),
+    ).toBe('unauthorized');
+  });
+
+  it('with an RSA public key, accepts RS256 and refuses HS256 signed with that public key', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const rsa = new TokenVerifier(parseEnv({ ...baseEnv, JWT_PUBLIC_KEY: pem }));
+    const good = await new SignJWT({ sub: 'a', exp: now() + 60 }).setProtectedHeader({ alg: 'RS256' }).sign(privateKey);
+    expect(await codeOf(rsa.verify(good))).toBe('accepted');
+
+    const header = b64url({ alg: 'HS256', typ: 'JWT' });
+    const payload = b64url({ sub: 'a', exp: now() + 60 });
+    const signature = createHmac('sha256', pem).update(`${header}.${payload}`).digest('base64url');
+    expect(await codeOf(rsa.verify(`${header}.${payload}.${signature}`))).toBe('unauthorized');
+  });
+
+  it('with an Ed25519 public key, accepts EdDSA tokens', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const ed = new TokenVerifier(parseEnv({ ...baseEnv, JWT_PUBLIC_KEY: pem }));
+    const token = await new SignJWT({ sub: 'a', exp: now() + 60 })
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .sign(privateKey);
+    expect(await codeOf(ed.verify(token))).toBe('accepted');
+  });
+});

@@ -1,0 +1,47 @@
+import type { LogLevel, MasterKey } from './config.schema.js';
+
+/** JWT verification settings (PROTOCOL.md section 5). */
+export type JwtKeySource =
+  { kind: 'secret'; secret: Uint8Array } | { kind: 'publicKey'; pem: string } | { kind: 'jwks'; url: string };
+
+export interface ApnsConfig {
+  key: string;
+  keyId: string;
+  teamId: string;
+  topic: string;
+  production: boolean;
+  host?: string;
+  port?: number;
+}
+
+/**
+ * The validated, typed configuration. Services receive it by injection
+ * (`constructor(private readonly config: AppConfig)`); nothing else reads process.env.
+ */
+export class AppConfig {
+  readonly nodeEnv!: 'development' | 'production' | 'test';
+  readonly port!: number;
+  readonly host!: string;
+  readonly databaseUrl!: string;
+  readonly redisUrl!: string;
+  readonly jwt!: { key: JwtKeySource; issuer?: string; audience?: string[]; clockToleranceSec: number };
+  readonly encryption!: { keys: MasterKey[]; activeVersion: number };
+  readonly corsOrigins!: string[];
+  readonly apns!: ApnsConfig | null;
+  readonly migrateOnStart!: boolean;
+  /** Limits reported in `session` and enforced: body bytes, ids per ack, page size. */
+  readonly limits!: { maxMessageBytes: number; maxBatch: number };
+  /** Entries one device's offline queue holds at most; past it the oldest are dropped. */
+  readonly offlineQueueMax!: number;
+  readonly logLevel!: LogLevel;
+
+  constructor(values: AppConfigValues) {
+    Object.assign(this, values);
+  }
+
+  get isProduction(): boolean {
+    return this.nodeEnv === 'production';
+  }
+}
+
+export type AppConfigValues = Omit<AppConfig, 'isProduction'>;

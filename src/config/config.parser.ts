@@ -1,0 +1,71 @@
+import { AppConfig } from './app-config.js';
+import { crossFieldProblems, envSchema } from './config.schema.js';
+
+/** Every problem found in the environment, one line each: `NAME: what is wrong`. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(
+      `Invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+const list = (value: string | undefined): string[] =>
+  (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+
+/** Reads and validates an environment; throws ConfigError listing every problem. */
+export function parseEnv(env: Record<string, string | undefined>): AppConfig {
+  const result = envSchema.safeParse(env);
+  const problems = [
+    ...(result.success ? [] : result.error.issues).map((issue) => {
+      const name = issue.path.length > 0 ? issue.path.join('.') : 'environment';
+      return `${name}: ${issue.message}`;
+    }),
+    ...crossFieldProblems(env).map((problem) => `${problem.name}: ${problem.message}`),
+  ];
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+  const e = result.data;
+  const versions = e.ENCRYPTION_KEYS.map((key) => key.version);
+  return new AppConfig({
+    nodeEnv: e.NODE_ENV,
+    port: e.PORT,
+    host: e.HOST,
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    jwt: {
+      key: e.JWT_SECRET
+        ? { kind: 'secret', secret: new TextEncoder().encode(e.JWT_SECRET) }
+        : e.JWT_PUBLIC_KEY
+          ? { kind: 'publicKey', pem: e.JWT_PUBLIC_KEY.replace(/\\n/g, '\n') }
+          : { kind: 'jwks', url: e.JWT_JWKS_URL ?? '' },
+      issuer: e.JWT_ISSUER,
+      audience: e.JWT_AUDIENCE ? list(e.JWT_AUDIENCE) : undefined,
+      clockToleranceSec: 30,
+    },
+    encryption: {
+      keys: e.ENCRYPTION_KEYS,
+      activeVersion: e.ENCRYPTION_ACTIVE_KEY ? Number(e.ENCRYPTION_ACTIVE_KEY) : Math.max(...versions),
+    },
+    corsOrigins: list(e.CORS_ORIGINS),
+    apns:
+      e.APNS_KEY && e.APNS_KEY_ID && e.APNS_TEAM_ID && e.APNS_TOPIC
+        ? {
+            key: e.APNS_KEY.replace(/\\n/g, '\n'),
+            keyId: e.APNS_KEY_ID,
+            teamId: e.APNS_TEAM_ID,
+            topic: e.APNS_TOPIC,
+            production: e.APNS_PRODUCTION,
+            host: e.APNS_HOST,
+            port: e.APNS_PORT,
+          }
+        : null,
+    migrateOnStart: e.MIGRATE_ON_START,
+    limits: { maxMessageBytes: e.MAX_MESSAGE_BYTES, maxBatch: e.MAX_BATCH },
+    offlineQueueMax: e.OFFLINE_QUEUE_MAX,
+    logLevel: e.LOG_LEVEL,
+  });
+}

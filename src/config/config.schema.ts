@@ -1,0 +1,211 @@
+import { z } from 'zod';
+
+/** Log levels accepted in LOG_LEVEL, most verbose first. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const boolean = (fallback: boolean) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === '') return fallback;
+      const normalized = value.trim().toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(normalized)) return true;
+      if (['false', '0', 'no', 'off'].includes(normalized)) return false;
+      ctx.addIssue({ code: 'custom', message: `must be true or false, got "${value}"` });
+      return z.NEVER;
+    });
+
+const port = () =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === '') return undefined;
+      const parsed = Number(value);
+      if (!Number.isInteger(parsed) || parsed < 0 || parsed > 65535) {
+        ctx.addIssue({ code: 'custom', message: `must be a port number (0-65535), got "${value}"` });
+        return z.NEVER;
+      }
+      return parsed;
+    });
+
+const positiveInt = (fallback: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return fallback;
+      const parsed = Number(value);
+      if (!Number.isInteger(parsed) || parsed < 1 || parsed > max) {
+        ctx.addIssue({ code: 'custom', message: `must be a whole number from 1 to ${max}, got "${value}"` });
+        return z.NEVER;
+      }
+      return parsed;
+    });
+
+const optionalText = z
+  .string()
+  .optional()
+  .transform((value) => (value === undefined || value.trim() === '' ? undefined : value.trim()));
+
+const urlWithProtocols = (protocols: string[], what: string) =>
+  z
+    .string({ error: `required: ${what}` })
+    .trim()
+    .min(1, `required: ${what}`)
+    .refine(
+      (value) => {
+        try {
+          return protocols.includes(new URL(value).protocol);
+        } catch {
+          return false;
+        }
+      },
+      `must be a ${protocols.map((p) => `${p}//`).join(' or ')} URL`,
+    );
+
+/** One master key of ENCRYPTION_KEYS. */
+export interface MasterKey {
+  version: number;
+  key: Uint8Array;
+}
+
+const encryptionKeys = z
+  .string({ error: 'required: comma-separated version:base64 32-byte master keys' })
+  .trim()
+  .min(1, 'required: comma-separated version:base64 32-byte master keys')
+  .transform((value, ctx) => {
+    const keys: MasterKey[] = [];
+    for (const [index, entry] of value.split(',').entries()) {
+      const separator = entry.indexOf(':');
+      const versionText = entry.slice(0, separator).trim();
+      const version = Number(versionText);
+      if (separator < 1 || !/^\d+$/.test(versionText) || version < 1) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `entry ${index + 1} must look like "<version>:<base64 key>" with a positive whole version`,
+        });
+        continue;
+      }
+      const key = Buffer.from(entry.slice(separator + 1).trim(), 'base64');
+      if (key.length !== 32) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `key version ${version} must be 32 bytes of base64, got ${key.length} bytes`,
+        });
+        continue;
+      }
+      if (keys.some((existing) => existing.version === version)) {
+        ctx.addIssue({ code: 'custom', message: `key version ${version} is listed twice` });
+        continue;
+      }
+      keys.push({ version, key: new Uint8Array(key) });
+    }
+    return keys;
+  });
+
+/**
+ * The environment contract (PROTOCOL.md section 7). Every variable is read here and
+ * nowhere else; `parseConfig` reports all problems at once.
+ */
+export const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  PORT: port().transform((value) => value ?? 3000),
+  HOST: optionalText.transform((value) => value ?? '0.0.0.0'),
+  DATABASE_URL: urlWithProtocols(['postgresql:', 'postgres:'], 'PostgreSQL connection URL'),
+  REDIS_URL: urlWithProtocols(['redis:', 'rediss:'], 'Redis connection URL'),
+  JWT_SECRET: optionalText,
+  JWT_PUBLIC_KEY: optionalText,
+  JWT_JWKS_URL: optionalText,
+  JWT_ISSUER: optionalText,
+  JWT_AUDIENCE: optionalText,
+  ENCRYPTION_KEYS: encryptionKeys,
+  ENCRYPTION_ACTIVE_KEY: optionalText,
+  CORS_ORIGINS: optionalText,
+  APNS_KEY: optionalText,
+  APNS_KEY_ID: optionalText,
+  APNS_TEAM_ID: optionalText,
+  APNS_TOPIC: optionalText,
+  APNS_PRODUCTION: boolean(false),
+  APNS_HOST: optionalText,
+  APNS_PORT: port(),
+  MIGRATE_ON_START: boolean(true),
+  // Tuning beyond the contract's list (all optional).
+  MAX_MESSAGE_BYTES: positiveInt(65_536, 1_048_576),
+  MAX_BATCH: positiveInt(100, 1_000),
+  OFFLINE_QUEUE_MAX: positiveInt(50_000, 10_000_000),
+  LOG_LEVEL: optionalText.pipe(
+    z
+      .enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` })
+      .optional()
+      .transform((value) => value ?? 'info'),
+  ),
+});
+
+/** A problem that involves several variables, or one variable's relation to another. */
+export interface ConfigProblem {
+  name: string;
+  message: string;
+}
+
+const present = (value: string | undefined): value is string => value !== undefined && value.trim() !== '';
+
+/**
+ * The checks that span variables. They read the raw environment so they run (and report)
+ * even when single variables already failed.
+ */
+export function crossFieldProblems(env: Record<string, string | undefined>): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const jwtSources = [env.JWT_SECRET, env.JWT_PUBLIC_KEY, env.JWT_JWKS_URL].filter(present);
+  if (jwtSources.length === 0) {
+    problems.push({
+      name: 'JWT_SECRET',
+      message: 'required: JWT_SECRET (HS256, at least 32 bytes), or JWT_PUBLIC_KEY or JWT_JWKS_URL',
+    });
+  } else if (jwtSources.length > 1) {
+    problems.push({ name: 'JWT_SECRET', message: 'set only one of JWT_SECRET, JWT_PUBLIC_KEY and JWT_JWKS_URL' });
+  }
+  if (present(env.JWT_SECRET) && Buffer.byteLength(env.JWT_SECRET.trim(), 'utf8') < 32) {
+    problems.push({ name: 'JWT_SECRET', message: 'must be at least 32 bytes' });
+  }
+  if (present(env.JWT_PUBLIC_KEY) && !env.JWT_PUBLIC_KEY.includes('-----BEGIN PUBLIC KEY-----')) {
+    problems.push({ name: 'JWT_PUBLIC_KEY', message: 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)' });
+  }
+  if (present(env.JWT_JWKS_URL) && !/^https?:\/\/\S+$/.test(env.JWT_JWKS_URL.trim())) {
+    problems.push({ name: 'JWT_JWKS_URL', message: 'must be an http(s) URL' });
+  }
+  if (present(env.ENCRYPTION_ACTIVE_KEY)) {
+    const keys = encryptionKeys.safeParse(env.ENCRYPTION_KEYS);
+    const active = Number(env.ENCRYPTION_ACTIVE_KEY);
+    if (keys.success && !keys.data.some((key) => key.version === active)) {
+      problems.push({
+        name: 'ENCRYPTION_ACTIVE_KEY',
+        message: `must name a version listed in ENCRYPTION_KEYS, got "${env.ENCRYPTION_ACTIVE_KEY}"`,
+      });
+    }
+  }
+  const apnsNames = ['APNS_KEY', 'APNS_KEY_ID', 'APNS_TEAM_ID', 'APNS_TOPIC'] as const;
+  const apnsSet = apnsNames.filter((name) => present(env[name]));
+  if (apnsSet.length > 0 && apnsSet.length < apnsNames.length) {
+    for (const name of apnsNames.filter((n) => !present(env[n]))) {
+      problems.push({ name, message: 'required when any APNS_* token setting is set (push needs all four)' });
+    }
+  }
+  if (present(env.APNS_KEY) && !env.APNS_KEY.includes('PRIVATE KEY')) {
+    problems.push({ name: 'APNS_KEY', message: 'must be the contents of the .p8 key (-----BEGIN PRIVATE KEY-----)' });
+  }
+  for (const origin of (env.CORS_ORIGINS ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean)) {
+    if (origin === '*') continue;
+    if (!URL.canParse(origin)) {
+      problems.push({ name: 'CORS_ORIGINS', message: `"${origin}" is not an origin like https://app.example.com` });
+    }
+  }
+  return problems;
+}
+
+export type RawEnv = z.output<typeof envSchema>;

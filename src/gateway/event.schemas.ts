@@ -1,0 +1,101 @@
+import { z } from 'zod';
+
+import { AppError, ErrorCode } from '../common/app-error.js';
+
+/** Schemas of the client events, one per event (PROTOCOL.md section 1). */
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const CONTENT_TYPE =
+  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[^"]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
+
+export const conversationIdSchema = z.string({ error: 'must be a string' }).regex(UUID, 'must be a UUID');
+const seqSchema = z
+  .number({ error: 'must be a number' })
+  .int('must be a whole number')
+  .min(0, 'must be 0 or more')
+  .max(Number.MAX_SAFE_INTEGER);
+
+export const conversationRefSchema = z.object({ conversationId: conversationIdSchema });
+
+export const sendSchema = z.object({
+  conversationId: conversationIdSchema,
+  clientMsgId: z.string({ error: 'must be a string' }).regex(CLIENT_ID, 'must match ^[A-Za-z0-9_-]{1,64}$'),
+  body: z.string({ error: 'must be a string' }).optional(),
+  ciphertext: z.string({ error: 'must be a base64 string' }).optional(),
+  contentType: z
+    .string({ error: 'must be a string' })
+    .max(255)
+    .regex(CONTENT_TYPE, 'must be a MIME type like text/plain')
+    .optional(),
+});
+
+export const typingSchema = z.object({
+  conversationId: conversationIdSchema,
+  isTyping: z.boolean({ error: 'must be true or false' }),
+});
+
+export const readSchema = z.object({ conversationId: conversationIdSchema, seq: seqSchema });
+
+export const historySchema = z.object({
+  conversationId: conversationIdSchema,
+  beforeSeq: seqSchema.optional(),
+  afterSeq: seqSchema.optional(),
+  limit: z
+    .number({ error: 'must be a number' })
+    .int('must be a whole number')
+    .min(1, 'must be 1 to 100')
+    .max(100, 'must be 1 to 100')
+    .optional(),
+});
+
+export const authSchema = z.object({ token: z.string({ error: 'must be a string' }).min(1, 'required') });
+
+export const pingSchema = z.object({ t: z.unknown().optional() });
+
+/** `ack` and `get-unacked` depend on the configured maxBatch. */
+export const ackSchema = (maxBatch: number) =>
+  z.object({
+    messageIds: z
+      .array(z.string({ error: 'must be a string' }).min(1).max(128), { error: 'must be an array of message ids' })
+      .min(1, 'must list at least one id')
+      .superRefine((ids, ctx) => {
+        if (ids.length > maxBatch) {
+          ctx.addIssue({ code: 'custom', message: `at most ${maxBatch} ids`, params: { tooLarge: true } });
+        }
+      }),
+  });
+
+export const getUnackedSchema = (maxBatch: number) =>
+  z.object({
+    limit: z
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, `must be 1 to ${maxBatch}`)
+      .max(maxBatch, `must be 1 to ${maxBatch}`)
+      .optional(),
+  });
+
+/**
+ * Validates a payload: not an object → bad_request; each problem listed in
+ * `details.problems`. A list over a size limit is `payload_too_large`.
+ */
+export function parsePayload<T>(schema: z.ZodType<T>, payload: unknown): T {
+  const input = payload === undefined || payload === null ? {} : payload;
+  if (typeof input !== 'object' || Array.isArray(input)) {
+    throw AppError.badRequest('payload must be an object', { problems: [{ path: '', message: 'must be an object' }] });
+  }
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
+  const tooLarge = result.error.issues.some(
+    (issue) => issue.code === 'custom' && (issue.params as { tooLarge?: boolean } | undefined)?.tooLarge,
+  );
+  if (tooLarge)
+    throw new AppError(ErrorCode.PayloadTooLarge, problems.map((p) => `${p.path}: ${p.message}`).join('; '), {
+      problems,
+    });
+  throw AppError.badRequest(problems.map((p) => (p.path ? `${p.path}: ${p.message}` : p.message)).join('; '), {
+    problems,
+  });
+}

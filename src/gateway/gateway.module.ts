@@ -1,0 +1,13 @@
+import { Module } from '@nestjs/common';
+
+import { DevicesModule } from '../devices/devices.module.js';
+import { MessagesModule } from '../messages/messages.module.js';
+import { MessagingGateway } from './messaging.gateway.js';
+import { RequestDispatcher } from './request-dispatcher.js';
+import { SessionService } from './session.service.js';
+
+@Module({
+  imports: [MessagesModule, DevicesModule],
+  providers: [MessagingGateway, SessionService, RequestDispatcher],
+})
+export class GatewayModule {}

@@ -1,0 +1,59 @@
+import type { Socket } from 'socket.io';
+
+import { AppError, ErrorCode } from '../common/app-error.js';
+import { toPublicError } from '../common/error-mapping.js';
+import type { TokenVerifier } from '../auth/token-verifier.service.js';
+import type { SocketData } from '../realtime/realtime.types.js';
+
+const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** An error that refuses a handshake: the client's connect_error gets `message` = code and `data`. */
+class HandshakeError extends Error {
+  constructor(readonly data: { code: string; message: string }) {
+    super(data.code);
+  }
+}
+
+function tokenOf(socket: Socket): unknown {
+  const auth = socket.handshake.auth as Record<string, unknown> | undefined;
+  if (auth && auth.token !== undefined) return auth.token;
+  const header = socket.handshake.headers.authorization;
+  if (typeof header === 'string' && /^Bearer\s+/i.test(header)) return header.replace(/^Bearer\s+/i, '').trim();
+  return undefined;
+}
+
+function deviceIdOf(socket: Socket): unknown {
+  const auth = socket.handshake.auth as Record<string, unknown> | undefined;
+  return auth?.deviceId ?? socket.handshake.query.deviceId;
+}
+
+/**
+ * Socket.IO middleware for `/v1`: verifies the JWT (auth.token or an Authorization
+ * bearer header) and the deviceId before the connection is accepted. Nest guards and
+ * pipes do not run at the handshake, so this is where it happens.
+ */
+export function handshakeMiddleware(verifier: TokenVerifier, newSessionId: () => string) {
+  return (socket: Socket, next: (error?: Error) => void): void => {
+    const deviceId = deviceIdOf(socket);
+    verifier
+      .verify(tokenOf(socket))
+      .then((identity) => {
+        if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) {
+          throw new AppError(ErrorCode.BadRequest, 'deviceId must match ^[A-Za-z0-9_-]{1,64}$');
+        }
+        const data: SocketData = {
+          userId: identity.userId,
+          deviceId,
+          sessionId: newSessionId(),
+          tokenExpiresAt: identity.expiresAt,
+          isService: identity.isService,
+        };
+        socket.data = data;
+        next();
+      })
+      .catch((error: unknown) => {
+        const { code, message } = toPublicError(error);
+        next(new HandshakeError({ code, message }));
+      });
+  };
+}

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+
+import { Logger } from '@nestjs/common';
+import {
+  WebSocketGateway,
+  type OnGatewayConnection,
+  type OnGatewayDisconnect,
+  type OnGatewayInit,
+} from '@nestjs/websockets';
+
+import { TokenVerifier } from '../auth/token-verifier.service.js';
+import { AppConfig } from '../config/app-config.js';
+import { DeliveryService } from '../messages/delivery.service.js';
+import { MessagesService } from '../messages/messages.service.js';
+import { RealtimeService, type RealtimeNamespace } from '../realtime/realtime.service.js';
+import { ErrorCode } from '../common/app-error.js';
+import {
+  ackSchema,
+  authSchema,
+  getUnackedSchema,
+  historySchema,
+  parsePayload,
+  pingSchema,
+  sendSchema,
+} from './event.schemas.js';
+import { handshakeMiddleware } from './handshake.middleware.js';
+import { RequestDispatcher, type EventHandlers } from './request-dispatcher.js';
+import { SessionService, type AppSocket } from './session.service.js';
+
+/**
+ * The `/v1` realtime edge. Each handler validates its payload against its schema, takes
+ * the socket's identity, calls one service method and shapes the reply; the dispatcher
+ * answers every request exactly once through its ack.
+ */
+@WebSocketGateway({ namespace: '/v1' })
+export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect {
+  private readonly logger = new Logger(MessagingGateway.name);
+  private readonly handlers: EventHandlers;
+
+  constructor(
+    private readonly verifier: TokenVerifier,
+    private readonly realtime: RealtimeService,
+    private readonly sessions: SessionService,
+    private readonly messages: MessagesService,
+    private readonly delivery: DeliveryService,
+    private readonly dispatcher: RequestDispatcher,
+    config: AppConfig,
+  ) {
+    const { maxBatch } = config.limits;
+    const ackPayload = ackSchema(maxBatch);
+    const unackedPayload = getUnackedSchema(maxBatch);
+    this.handlers = {
+      send: (socket, payload) =>
+        this.messages.send(
+          { userId: socket.data.userId, deviceId: socket.data.deviceId, socketId: socket.id },
+          parsePayload(sendSchema, payload),
+        ),
+      ack: (socket, payload) =>
+        this.delivery.ack(SessionService.deviceOf(socket), parsePayload(ackPayload, payload).messageIds),
+      'get-unacked': (socket, payload) =>
+        this.delivery.unacked(
+          SessionService.deviceOf(socket),
+          parsePayload(unackedPayload, payload).limit ?? Math.min(100, maxBatch),
+        ),
+      history: (socket, payload) => this.messages.history(socket.data.userId, parsePayload(historySchema, payload)),
+      auth: async (socket, payload) => {
+        const identity = await this.verifier.verify(parsePayload(authSchema, payload).token);
+        this.sessions.assertTokenFor(socket, identity.userId);
+        this.sessions.refreshExpiry(socket, identity.expiresAt);
+        return { tokenExpiresAt: identity.expiresAt.toISOString() };
+      },
+      ping: (_socket, payload) =>
+        Promise.resolve({ t: parsePayload(pingSchema, payload).t ?? null, serverTime: new Date().toISOString() }),
+    };
+  }
+
+  afterInit(namespace: RealtimeNamespace): void {
+    this.realtime.attach(namespace);
+    namespace.use(handshakeMiddleware(this.verifier, randomUUID));
+  }
+
+  handleConnection(socket: AppSocket): void {
+    // Handlers are bound before anything async, so no early request is lost; each one
+    // waits for the session to be ready.
+    const ready = this.sessions.open(socket);
+    this.dispatcher.bind(socket, this.handlers, ready);
+    ready.catch((error: unknown) => {
+      this.logger.warn(`session setup failed: ${String(error)}`);
+      socket.emit('error', { code: ErrorCode.Unavailable, message: 'could not set up the session; retry later' });
+      socket.disconnect(true);
+    });
+  }
+
+  handleDisconnect(socket: AppSocket): void {
+    this.sessions.close(socket, socket.data.userId !== undefined);
+  }
+}

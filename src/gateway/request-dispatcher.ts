@@ -1,0 +1,95 @@
+import { Injectable, Logger } from '@nestjs/common';
+
+import { AppError, ErrorCode } from '../common/app-error.js';
+import { toPublicError } from '../common/error-mapping.js';
+import { MetricsService } from '../health/metrics.service.js';
+import { MessagingMetrics } from '../messages/messaging.metrics.js';
+import type { ClientToServerEvents, Reply } from '../realtime/realtime.types.js';
+import type { AppSocket } from './session.service.js';
+
+type EventName = keyof ClientToServerEvents;
+type DataOf<E extends EventName> = Parameters<ClientToServerEvents[E]>[1] extends (reply: Reply<infer T>) => void
+  ? T
+  : never;
+
+/** One handler per client event: takes the raw payload, returns the reply's `data`. */
+export type EventHandlers = {
+  [E in EventName]?: (socket: AppSocket, payload: unknown) => Promise<DataOf<E>>;
+};
+
+/**
+ * The contract's request plumbing for Socket.IO: every request gets exactly one reply
+ * through its ack (`{ ok, data | error }`), or an `error` event when it came without an
+ * ack and failed; unknown events are answered `unknown_event`; anything unexpected is
+ * `internal` with a request id, logged with its stack, and never leaves the handler.
+ */
+@Injectable()
+export class RequestDispatcher {
+  private readonly logger = new Logger('Socket');
+
+  constructor(
+    private readonly metrics: MessagingMetrics,
+    private readonly httpMetrics: MetricsService,
+  ) {}
+
+  bind(socket: AppSocket, handlers: EventHandlers, ready: Promise<void>): void {
+    const known = new Set(Object.keys(handlers));
+    for (const event of known) {
+      const handler = handlers[event as EventName] as (socket: AppSocket, payload: unknown) => Promise<unknown>;
+      socket.on(event as EventName, (...args: unknown[]) => {
+        void this.handle(socket, event, args, ready, handler);
+      });
+    }
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      if (typeof event === 'string' && known.has(event)) return;
+      void this.handle(socket, String(event), args, ready, () =>
+        Promise.reject(new AppError(ErrorCode.UnknownEvent, `unknown event "${String(event).slice(0, 64)}"`)),
+      );
+    });
+  }
+
+  private async handle(
+    socket: AppSocket,
+    event: string,
+    args: unknown[],
+    ready: Promise<void>,
+    handler: (socket: AppSocket, payload: unknown) => Promise<unknown>,
+  ): Promise<void> {
+    const last = args[args.length - 1];
+    const ack = typeof last === 'function' ? (last as (reply: unknown) => void) : undefined;
+    const payload = ack ? (args.length > 1 ? args[0] : undefined) : args[0];
+    const started = process.hrtime.bigint();
+    let outcome: string = 'ok';
+    try {
+      await ready;
+      const data = await handler(socket, payload);
+      ack?.({ ok: true, data: data ?? {} });
+    } catch (error) {
+      const requestId = randomId();
+      const publicError = toPublicError(error, requestId);
+      outcome = publicError.code;
+      if (publicError.code === ErrorCode.Internal) {
+        this.logger.error({ msg: `request "${event.slice(0, 64)}" failed`, requestId, err: error });
+      }
+      this.httpMetrics.errors.inc({ code: publicError.code, transport: 'socket' });
+      const { requestId: _omit, ...wire } = publicError;
+      try {
+        if (ack) ack({ ok: false, error: wire });
+        else socket.emit('error', { ...wire, event: event.slice(0, 64) });
+      } catch (emitError) {
+        this.logger.warn(`could not reply to "${event.slice(0, 64)}": ${String(emitError)}`);
+      }
+    } finally {
+      // Unknown event names are not labels: a client could mint unbounded series.
+      const eventLabel = outcome === ErrorCode.UnknownEvent ? 'unknown' : event;
+      this.metrics.requestDuration.observe(
+        { event: eventLabel, outcome },
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
+    }
+  }
+}
+
+function randomId(): string {
+  return globalThis.crypto.randomUUID();
+}

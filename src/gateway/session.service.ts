@@ -1,0 +1,126 @@
+import { Injectable, Logger } from '@nestjs/common';
+import type { Socket } from 'socket.io';
+
+import { AppError, ErrorCode } from '../common/app-error.js';
+import { AppConfig } from '../config/app-config.js';
+import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
+import { DeliveryService } from '../messages/delivery.service.js';
+import { MessagingMetrics } from '../messages/messaging.metrics.js';
+import { RealtimeService } from '../realtime/realtime.service.js';
+import {
+  rooms,
+  type ClientToServerEvents,
+  type ServerToClientEvents,
+  type SessionPayload,
+  type SocketData,
+} from '../realtime/realtime.types.js';
+
+export type AppSocket = Socket<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+
+/** setTimeout's ceiling (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A socket's session: one live socket per device, the user's and device's rooms, the
+ * device's queue made ready, `session` sent, and a disconnect when the token expires.
+ */
+@Injectable()
+export class SessionService {
+  private readonly logger = new Logger(SessionService.name);
+  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    private readonly devices: DevicesRepository,
+    private readonly delivery: DeliveryService,
+    private readonly realtime: RealtimeService,
+    private readonly metrics: MessagingMetrics,
+    private readonly config: AppConfig,
+  ) {}
+
+  static deviceOf(socket: AppSocket): DeviceRef {
+    return { userId: socket.data.userId, deviceId: socket.data.deviceId };
+  }
+
+  async open(socket: AppSocket): Promise<void> {
+    const { userId, deviceId } = socket.data;
+    await this.replaceOlderSockets(socket);
+    await this.devices.touch(userId, deviceId);
+    await this.devices.ensureCursors(userId, deviceId);
+    const unacked = await this.delivery.prepare({ userId, deviceId });
+    await socket.join([rooms.user(userId), rooms.device(userId, deviceId)]);
+    this.scheduleExpiry(socket);
+    this.metrics.connections.inc();
+    const session: SessionPayload = {
+      userId,
+      deviceId,
+      sessionId: socket.data.sessionId,
+      serverTime: new Date().toISOString(),
+      tokenExpiresAt: socket.data.tokenExpiresAt.toISOString(),
+      unacked,
+      limits: { ...this.config.limits },
+    };
+    socket.emit('session', session);
+  }
+
+  close(socket: AppSocket, opened: boolean): void {
+    const timer = this.expiryTimers.get(socket.id);
+    if (timer) clearTimeout(timer);
+    this.expiryTimers.delete(socket.id);
+    if (opened) this.metrics.connections.dec();
+  }
+
+  /** Swaps in a fresh token's expiry (`auth` event). */
+  refreshExpiry(socket: AppSocket, expiresAt: Date): void {
+    socket.data.tokenExpiresAt = expiresAt;
+    this.scheduleExpiry(socket);
+  }
+
+  /**
+   * Disconnects at the token's `exp`. A token accepted within the clock tolerance after
+   * its `exp` keeps the socket until the tolerance runs out.
+   */
+  private scheduleExpiry(socket: AppSocket, deadline = this.deadlineOf(socket.data.tokenExpiresAt)): void {
+    const existing = this.expiryTimers.get(socket.id);
+    if (existing) clearTimeout(existing);
+    const timer = setTimeout(
+      () => {
+        if (deadline > Date.now()) {
+          this.scheduleExpiry(socket, deadline); // past setTimeout's ceiling: wait again
+          return;
+        }
+        socket.emit('error', {
+          code: ErrorCode.TokenExpired,
+          message: 'token has expired; reconnect with a fresh token',
+        });
+        socket.disconnect(true);
+      },
+      Math.max(0, Math.min(deadline - Date.now(), MAX_TIMER_MS)),
+    );
+    timer.unref();
+    this.expiryTimers.set(socket.id, timer);
+  }
+
+  private deadlineOf(expiresAt: Date): number {
+    const exp = expiresAt.getTime();
+    return exp > Date.now() ? exp : exp + this.config.jwt.clockToleranceSec * 1000;
+  }
+
+  /** One live socket per device: older ones (on any instance) get session_replaced and are cut. */
+  private async replaceOlderSockets(socket: AppSocket): Promise<void> {
+    const server = this.realtime.server;
+    if (!server) return;
+    const others = await server.in(rooms.device(socket.data.userId, socket.data.deviceId)).fetchSockets();
+    for (const other of others) {
+      if (other.id === socket.id) continue;
+      other.emit('error', {
+        code: ErrorCode.SessionReplaced,
+        message: 'this device connected again elsewhere',
+      });
+      other.disconnect(true);
+    }
+  }
+
+  assertTokenFor(socket: AppSocket, userId: string): void {
+    if (userId !== socket.data.userId) throw new AppError(ErrorCode.Forbidden, 'the token is for another user');
+  }
+}

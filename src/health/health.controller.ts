@@ -1,0 +1,43 @@
+import { Controller, Get } from '@nestjs/common';
+import { ApiExcludeController } from '@nestjs/swagger';
+import { HealthCheck, HealthCheckService, HealthIndicatorService, type HealthCheckResult } from '@nestjs/terminus';
+
+import { HealthRepository } from './health.repository.js';
+
+const CHECK_TIMEOUT_MS = 1_500;
+
+/** Liveness and readiness for orchestrators (PROTOCOL.md section 6). No auth. */
+@ApiExcludeController()
+@Controller('health')
+export class HealthController {
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly indicators: HealthIndicatorService,
+    private readonly repository: HealthRepository,
+  ) {}
+
+  /** 200 while the process serves requests. */
+  @Get('live')
+  @HealthCheck()
+  live(): Promise<HealthCheckResult> {
+    return this.health.check([]);
+  }
+
+  /** 200 when PostgreSQL and Redis answer; 503 naming each one that did not. */
+  @Get('ready')
+  @HealthCheck()
+  ready(): Promise<HealthCheckResult> {
+    return this.health.check([
+      () =>
+        this.indicators
+          .check('postgres')
+          .attempt(() => this.repository.pingPostgres())
+          .withTimeout(CHECK_TIMEOUT_MS),
+      () =>
+        this.indicators
+          .check('redis')
+          .attempt(() => this.repository.pingRedis())
+          .withTimeout(CHECK_TIMEOUT_MS),
+    ]);
+  }
+}

@@ -1,0 +1,56 @@
+import 'reflect-metadata';
+
+import { Logger } from '@nestjs/common';
+
+import { createApp } from './bootstrap.js';
+import { ConfigError, parseEnv } from './config/config.parser.js';
+
+const SHUTDOWN_GRACE_MS = 8_000;
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseEnv(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`messaging-service: ${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+
+  const app = await createApp(config);
+  await app.listen(config.port, config.host);
+  const logger = new Logger('Main');
+  logger.log(`listening on http://${config.host}:${config.port} (${config.nodeEnv})`);
+
+  // SIGTERM/SIGINT: stop accepting, close sockets and connections, exit 0. A stuck close
+  // must not keep the process alive, so a timer forces the exit.
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.log(`${signal}: shutting down`);
+    const timer = setTimeout(() => {
+      logger.error(`shutdown took over ${SHUTDOWN_GRACE_MS} ms; exiting`);
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS);
+    timer.unref();
+    app
+      .close()
+      .then(() => process.exit(0))
+      .catch((error: unknown) => {
+        logger.error(`shutdown failed: ${String(error)}`);
+        process.exit(1);
+      });
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(
+    `messaging-service: failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
+  process.exit(1);
+});

@@ -1,0 +1,70 @@
+import { Injectable } from '@nestjs/common';
+
+import type { DeviceRef } from '../devices/devices.repository.js';
+import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
+import { RealtimeService } from '../realtime/realtime.service.js';
+import type { PageData, ReceiptPayload } from '../realtime/realtime.types.js';
+import { MessagesService } from './messages.service.js';
+import { MessagingMetrics } from './messaging.metrics.js';
+
+/** A device's side of delivery: what it has not acked yet, and acking it. */
+@Injectable()
+export class DeliveryService {
+  constructor(
+    private readonly queue: OfflineQueueService,
+    private readonly messages: MessagesService,
+    private readonly realtime: RealtimeService,
+    private readonly metrics: MessagingMetrics,
+  ) {}
+
+  /** Makes the device's queue trustworthy (rebuilt if Redis lost it) and returns its length. */
+  async prepare(device: DeviceRef): Promise<number> {
+    await this.queue.ensureSynced(device);
+    const length = await this.queue.length(device);
+    this.metrics.queueDepth.observe(length);
+    return length;
+  }
+
+  /** The oldest `limit` queued messages, without removing them. */
+  async unacked(device: DeviceRef, limit: number): Promise<PageData> {
+    await this.queue.ensureSynced(device);
+    const refs = await this.queue.peek(device, limit);
+    const messages = await this.messages.openByIds(refs.map((ref) => ref.messageId));
+    if (messages.length < refs.length) {
+      // Entries whose message no longer exists (conversation deleted) can never be delivered.
+      const found = new Set(messages.map((m) => m.id));
+      await this.queue.discard(
+        device,
+        refs.filter((ref) => !found.has(ref.messageId)).map((ref) => ref.messageId),
+      );
+    }
+    const length = await this.queue.length(device);
+    return { messages, hasMore: length > messages.length };
+  }
+
+  /** Removes ids from this device's queue; tells each sender's devices they were delivered. */
+  async ack(device: DeviceRef, messageIds: readonly string[]): Promise<{ acked: number }> {
+    const { acked } = await this.queue.ack(device, [...new Set(messageIds)]);
+    this.metrics.messagesAcked.inc(acked.length);
+    const receipts = new Map<string, ReceiptPayload & { senderId: string; messageIds: string[] }>();
+    for (const entry of acked) {
+      const key = `${entry.senderId}\u0000${entry.conversationId}`;
+      const receipt = receipts.get(key) ?? {
+        senderId: entry.senderId,
+        conversationId: entry.conversationId,
+        userId: device.userId,
+        status: 'delivered' as const,
+        seq: 0,
+        messageIds: [],
+      };
+      receipt.seq = Math.max(receipt.seq, entry.seq);
+      receipt.messageIds.push(entry.messageId);
+      receipts.set(key, receipt);
+    }
+    for (const { senderId, ...receipt } of receipts.values()) {
+      if (senderId === device.userId) continue;
+      this.realtime.emitReceipt([senderId], receipt);
+    }
+    return { acked: acked.length };
+  }
+}

@@ -1,0 +1,18 @@
+import { Module } from '@nestjs/common';
+
+import { ConversationsModule } from '../conversations/conversations.module.js';
+import { DevicesModule } from '../devices/devices.module.js';
+import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
+import { DeliveryService } from './delivery.service.js';
+import { MessageFanout } from './message-fanout.service.js';
+import { MessageCodec } from './message.codec.js';
+import { MessagesRepository } from './messages.repository.js';
+import { MessagesService } from './messages.service.js';
+import { MessagingMetrics } from './messaging.metrics.js';
+
+@Module({
+  imports: [ConversationsModule, DevicesModule, OfflineQueueModule],
+  providers: [MessagesRepository, MessageCodec, MessagesService, MessageFanout, DeliveryService, MessagingMetrics],
+  exports: [MessagesService, DeliveryService, MessagingMetrics],
+})
+export class MessagesModule {}

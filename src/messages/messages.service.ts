@@ -1,0 +1,176 @@
+import { randomUUID } from 'node:crypto';
+
+import { Injectable } from '@nestjs/common';
+
+import { AppError, ErrorCode } from '../common/app-error.js';
+import { AppConfig } from '../config/app-config.js';
+import { MembershipService } from '../conversations/membership.service.js';
+import type { ConversationAccess } from '../conversations/conversations.repository.js';
+import type { SendData, WireMessage } from '../realtime/realtime.types.js';
+import { MessageFanout } from './message-fanout.service.js';
+import { MessageCodec, type ConversationKey } from './message.codec.js';
+import { MessagesRepository, type SealedMessage } from './messages.repository.js';
+
+/** Who is sending: a user's device (socket), or a service/app over REST. */
+export interface Sender {
+  userId: string;
+  deviceId: string;
+  /** The sending socket, which is not sent its own message back. */
+  socketId?: string;
+}
+
+export interface SendInput {
+  conversationId: string;
+  clientMsgId: string;
+  body?: string;
+  ciphertext?: string;
+  contentType?: string;
+}
+
+export interface HistoryInput {
+  conversationId: string;
+  beforeSeq?: number;
+  afterSeq?: number;
+  limit?: number;
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+const keyOf = (access: ConversationAccess): ConversationKey => ({
+  conversationId: access.id,
+  encryption: access.encryption,
+  wrappedKey: access.wrappedKey,
+  keyVersion: access.keyVersion,
+});
+
+const keyOfSealed = (row: SealedMessage): ConversationKey => ({
+  conversationId: row.conversationId,
+  encryption: row.encryption,
+  wrappedKey: row.wrappedKey,
+  keyVersion: row.conversationKeyVersion,
+});
+
+/**
+ * The message path shared by the socket and REST edges: membership, idempotency, seq,
+ * seal, store; then one fan-out step after the commit.
+ */
+@Injectable()
+export class MessagesService {
+  constructor(
+    private readonly membership: MembershipService,
+    private readonly messages: MessagesRepository,
+    private readonly codec: MessageCodec,
+    private readonly fanout: MessageFanout,
+    private readonly config: AppConfig,
+  ) {}
+
+  /** Stores a message durably, then fans it out. Resending a clientMsgId returns the original. */
+  async send(sender: Sender, input: SendInput): Promise<SendData> {
+    const access = await this.membership.requireMember(input.conversationId, sender.userId);
+    const content = this.contentFor(access, input);
+
+    const existing = await this.messages.findByClientMsgId(sender.userId, input.clientMsgId);
+    if (existing) return { message: this.duplicateOf(existing, input.conversationId), duplicate: true };
+
+    const id = randomUUID();
+    const stored = await this.messages.insertNext(
+      {
+        id,
+        conversationId: access.id,
+        senderId: sender.userId,
+        senderDeviceId: sender.deviceId,
+        clientMsgId: input.clientMsgId,
+        contentType: input.contentType ?? 'text/plain',
+      },
+      (seq) => this.codec.seal(keyOf(access), id, seq, content),
+    );
+    if (!stored) {
+      // A concurrent send with the same clientMsgId won the race: answer with its message.
+      const winner = await this.messages.findByClientMsgId(sender.userId, input.clientMsgId);
+      if (!winner) throw new Error('clientMsgId conflict without a stored message');
+      return { message: this.duplicateOf(winner, input.conversationId), duplicate: true };
+    }
+    const message = this.codec.open(keyOf(access), stored);
+    await this.fanout.afterCommit(message, sender);
+    return { message, duplicate: false };
+  }
+
+  /** A page of a conversation's messages, ascending by seq. */
+  async history(userId: string, input: HistoryInput): Promise<{ messages: WireMessage[]; hasMore: boolean }> {
+    const access = await this.membership.requireMember(input.conversationId, userId);
+    const page = await this.messages.page(access.id, {
+      beforeSeq: input.beforeSeq,
+      afterSeq: input.afterSeq,
+      limit: input.limit ?? 50,
+    });
+    return { messages: page.messages.map((row) => this.codec.open(keyOf(access), row)), hasMore: page.hasMore };
+  }
+
+  /** Opens stored messages by id (for offline queues), in the order given; unknown ids are skipped. */
+  async openByIds(ids: readonly string[]): Promise<WireMessage[]> {
+    const rows = await this.messages.findByIds(ids);
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    const opened: WireMessage[] = [];
+    for (const id of ids) {
+      const row = byId.get(id);
+      if (row) opened.push(this.codec.open(keyOfSealed(row), row));
+    }
+    return opened;
+  }
+
+  private duplicateOf(existing: SealedMessage, conversationId: string): WireMessage {
+    if (existing.conversationId !== conversationId) {
+      throw new AppError(ErrorCode.Conflict, 'clientMsgId was already used for another conversation', {
+        clientMsgId: existing.clientMsgId,
+      });
+    }
+    return this.codec.open(keyOfSealed(existing), existing);
+  }
+
+  /** The bytes to store for this conversation's mode, checked against the limits. */
+  private contentFor(access: ConversationAccess, input: SendInput): Uint8Array {
+    const max = this.config.limits.maxMessageBytes;
+    if (access.encryption === 'server') {
+      if (input.ciphertext !== undefined) {
+        throw AppError.badRequest('this conversation is server-encrypted: send body, not ciphertext', {
+          problems: [{ path: 'ciphertext', message: 'not allowed in a server-encrypted conversation' }],
+        });
+      }
+      if (input.body === undefined) {
+        throw AppError.badRequest('body is required', { problems: [{ path: 'body', message: 'required' }] });
+      }
+      const bytes = MessageCodec.encodeBody(input.body);
+      if (bytes.length > max) {
+        throw new AppError(ErrorCode.PayloadTooLarge, `body is over ${max} bytes`, {
+          maxMessageBytes: max,
+          bytes: bytes.length,
+        });
+      }
+      return bytes;
+    }
+    if (input.body !== undefined) {
+      throw AppError.badRequest('this conversation is end-to-end encrypted: send ciphertext, not body', {
+        problems: [{ path: 'body', message: 'not allowed in an e2e conversation' }],
+      });
+    }
+    if (input.ciphertext === undefined) {
+      throw AppError.badRequest('ciphertext is required', { problems: [{ path: 'ciphertext', message: 'required' }] });
+    }
+    if (input.ciphertext.length > Math.ceil((max * 4) / 3) + 4) {
+      throw new AppError(ErrorCode.PayloadTooLarge, `ciphertext is over ${max} bytes`, { maxMessageBytes: max });
+    }
+    if (input.ciphertext.length === 0 || !BASE64.test(input.ciphertext)) {
+      throw AppError.badRequest('ciphertext must be base64', {
+        problems: [{ path: 'ciphertext', message: 'must be base64' }],
+      });
+    }
+    const bytes = Buffer.from(input.ciphertext, 'base64');
+    if (bytes.length > max) {
+      throw new AppError(ErrorCode.PayloadTooLarge, `ciphertext is over ${max} bytes`, {
+        maxMessageBytes: max,
+        bytes: bytes.length,
+      });
+    }
+    return new Uint8Array(bytes);
+  }
+}

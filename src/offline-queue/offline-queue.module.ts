@@ -1,0 +1,12 @@
+import { Module } from '@nestjs/common';
+
+import { DevicesModule } from '../devices/devices.module.js';
+import { OfflineQueueRepository } from './offline-queue.repository.js';
+import { OfflineQueueService } from './offline-queue.service.js';
+
+@Module({
+  imports: [DevicesModule],
+  providers: [OfflineQueueRepository, OfflineQueueService],
+  exports: [OfflineQueueService],
+})
+export class OfflineQueueModule {}

@@ -1,0 +1,236 @@
+import { randomUUID } from 'node:crypto';
+
+import { Injectable } from '@nestjs/common';
+
+import { RedisService } from '../redis/redis.service.js';
+import type { DeviceRef, PendingEntry } from '../devices/devices.repository.js';
+
+/**
+ * Per-device offline queues in Redis. For device (u, d), all keys share one hash tag:
+ *   mq:{u d}:z       ZSET  messageId -> queue order (created_at ms)   oldest first
+ *   mq:{u d}:m       HASH  messageId -> "conversationId|seq|senderId"
+ *   mq:{u d}:c:<c>   ZSET  messageId -> seq, per conversation (lowest unacked seq)
+ *   mq:{u d}:hi      HASH  conversationId -> highest seq ever queued
+ *   mq:{u d}:epoch   the global epoch this queue was last synced from PostgreSQL in
+ * and one global key, mq:epoch, made anew whenever Redis comes back empty.
+ */
+const ENQUEUE = `
+local cap = tonumber(ARGV[1])
+local prefix = ARGV[2]
+local added = 0
+local dropped = {}
+for i = 3, #ARGV, 5 do
+  local id, score, conv, seq, sender = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  if redis.call('ZADD', KEYS[1], 'NX', score, id) == 1 then
+    added = added + 1
+    redis.call('HSET', KEYS[2], id, conv .. '|' .. seq .. '|' .. sender)
+    redis.call('ZADD', prefix .. conv, seq, id)
+    local hi = tonumber(redis.call('HGET', KEYS[3], conv) or '0')
+    if tonumber(seq) > hi then redis.call('HSET', KEYS[3], conv, seq) end
+  end
+end
+local size = redis.call('ZCARD', KEYS[1])
+if size > cap then
+  local popped = redis.call('ZPOPMIN', KEYS[1], size - cap)
+  for j = 1, #popped, 2 do
+    local id = popped[j]
+    local entry = redis.call('HGET', KEYS[2], id)
+    if entry then
+      local conv, seq = string.match(entry, '^([^|]+)|([^|]+)|')
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('ZREM', prefix .. conv, id)
+      table.insert(dropped, conv)
+      table.insert(dropped, seq)
+    end
+  end
+end
+return { added, dropped }
+`;
+
+const ACK = `
+local prefix = ARGV[1]
+local acked = {}
+local touched = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local entry = redis.call('HGET', KEYS[2], id)
+  if entry then
+    local conv, seq, sender = string.match(entry, '^([^|]+)|([^|]+)|(.*)$')
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', prefix .. conv, id)
+    table.insert(acked, id)
+    table.insert(acked, conv)
+    table.insert(acked, seq)
+    table.insert(acked, sender)
+    touched[conv] = true
+  end
+end
+local cursors = {}
+for conv, _ in pairs(touched) do
+  local first = redis.call('ZRANGE', prefix .. conv, 0, 0, 'WITHSCORES')
+  local cursor
+  if #first > 0 then cursor = tostring(tonumber(first[2]) - 1) else cursor = redis.call('HGET', KEYS[3], conv) or '0' end
+  table.insert(cursors, conv)
+  table.insert(cursors, cursor)
+end
+return { acked, cursors }
+`;
+
+export interface AckedEntry {
+  messageId: string;
+  conversationId: string;
+  seq: number;
+  senderId: string;
+}
+
+export interface AckResult {
+  acked: AckedEntry[];
+  /** Per conversation touched: every seq up to this one is acked or was never queued. */
+  cursors: { conversationId: string; ackedSeq: number }[];
+}
+
+export interface QueuedRef {
+  messageId: string;
+  conversationId: string;
+  seq: number;
+}
+
+const EPOCH_KEY = 'mq:epoch';
+
+function keysOf(device: DeviceRef) {
+  const tag = `mq:{${device.userId}\u0000${device.deviceId}}`;
+  return { z: `${tag}:z`, m: `${tag}:m`, hi: `${tag}:hi`, epoch: `${tag}:epoch`, convPrefix: `${tag}:c:` };
+}
+
+@Injectable()
+export class OfflineQueueRepository {
+  constructor(private readonly redis: RedisService) {
+    this.redis.client.defineCommand('mqEnqueue', { numberOfKeys: 3, lua: ENQUEUE });
+    this.redis.client.defineCommand('mqAck', { numberOfKeys: 3, lua: ACK });
+  }
+
+  /**
+   * Adds entries to many devices' queues in one round trip. Returns, per device, the
+   * entries dropped past the cap (oldest first), whose cursors the caller advances.
+   */
+  async enqueueForDevices(
+    devices: readonly DeviceRef[],
+    entries: readonly PendingEntry[],
+    cap: number,
+  ): Promise<Map<DeviceRef, { conversationId: string; seq: number }[]>> {
+    const dropped = new Map<DeviceRef, { conversationId: string; seq: number }[]>();
+    if (devices.length === 0 || entries.length === 0) return dropped;
+    const args: (string | number)[] = [];
+    for (const e of entries) args.push(e.messageId, e.score, e.conversationId, e.seq, e.senderId);
+    const pipeline = this.redis.client.pipeline();
+    for (const device of devices) {
+      const k = keysOf(device);
+      pipeline.call('mqEnqueue', ...([k.z, k.m, k.hi, cap, k.convPrefix, ...args] as never[]));
+    }
+    const results = (await pipeline.exec()) ?? [];
+    results.forEach(([error, value], index) => {
+      if (error) throw error;
+      const [, flat] = value as [number, string[]];
+      if (flat.length > 0) {
+        const list: { conversationId: string; seq: number }[] = [];
+        for (let i = 0; i < flat.length; i += 2) list.push({ conversationId: flat[i], seq: Number(flat[i + 1]) });
+        dropped.set(devices[index], list);
+      }
+    });
+    return dropped;
+  }
+
+  /** Removes acked ids from this device's queue only; unknown or repeated ids are skipped. */
+  async ack(device: DeviceRef, messageIds: readonly string[]): Promise<AckResult> {
+    const k = keysOf(device);
+    const reply = (await this.redis.client.call(
+      'mqAck',
+      ...([k.z, k.m, k.hi, k.convPrefix, ...messageIds] as never[]),
+    )) as [string[], string[]];
+    const [flatAcked, flatCursors] = reply;
+    const acked: AckedEntry[] = [];
+    for (let i = 0; i < flatAcked.length; i += 4) {
+      acked.push({
+        messageId: flatAcked[i],
+        conversationId: flatAcked[i + 1],
+        seq: Number(flatAcked[i + 2]),
+        senderId: flatAcked[i + 3],
+      });
+    }
+    const cursors: AckResult['cursors'] = [];
+    for (let i = 0; i < flatCursors.length; i += 2) {
+      cursors.push({ conversationId: flatCursors[i], ackedSeq: Number(flatCursors[i + 1]) });
+    }
+    return { acked, cursors };
+  }
+
+  /** The oldest `limit` entries, without removing them. */
+  async peek(device: DeviceRef, limit: number): Promise<QueuedRef[]> {
+    const k = keysOf(device);
+    const ids = await this.redis.client.zrange(k.z, '0', String(limit - 1));
+    if (ids.length === 0) return [];
+    const entries = await this.redis.client.hmget(k.m, ...ids);
+    const refs: QueuedRef[] = [];
+    ids.forEach((messageId, index) => {
+      const entry = entries[index];
+      if (!entry) return;
+      const [conversationId, seq] = entry.split('|');
+      refs.push({ messageId, conversationId, seq: Number(seq) });
+    });
+    return refs;
+  }
+
+  length(device: DeviceRef): Promise<number> {
+    return this.redis.client.zcard(keysOf(device).z);
+  }
+
+  /** Removes entries the service found it can never deliver (e.g. conversation gone). */
+  async discard(device: DeviceRef, messageIds: readonly string[]): Promise<void> {
+    if (messageIds.length > 0) await this.ack(device, messageIds);
+  }
+
+  /** Drops a device's whole queue (device unregistered, or member removed). */
+  async drop(device: DeviceRef): Promise<void> {
+    const k = keysOf(device);
+    const convKeys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.client.scan(cursor, 'MATCH', `${k.convPrefix}*`, 'COUNT', 200);
+      cursor = next;
+      convKeys.push(...keys);
+    } while (cursor !== '0');
+    await this.redis.client.del(k.z, k.m, k.hi, ...convKeys);
+  }
+
+  /** Removes one conversation's entries from a device's queue (its user left it). */
+  async dropConversation(device: DeviceRef, conversationId: string): Promise<void> {
+    const k = keysOf(device);
+    const ids = await this.redis.client.zrange(`${k.convPrefix}${conversationId}`, '0', '-1');
+    if (ids.length > 0) await this.ack(device, ids);
+    await this.redis.client.hdel(k.hi, conversationId);
+  }
+
+  /**
+   * The global epoch, created when missing: Redis restarted empty or was flushed, and
+   * every queue must be rebuilt from PostgreSQL before it is trusted again.
+   */
+  async currentEpoch(): Promise<string> {
+    const existing = await this.redis.client.get(EPOCH_KEY);
+    if (existing) return existing;
+    await this.redis.client.set(EPOCH_KEY, randomUUID(), 'NX');
+    return (await this.redis.client.get(EPOCH_KEY)) ?? '';
+  }
+
+  async resetEpoch(): Promise<void> {
+    await this.redis.client.set(EPOCH_KEY, randomUUID());
+  }
+
+  deviceEpoch(device: DeviceRef): Promise<string | null> {
+    return this.redis.client.get(keysOf(device).epoch);
+  }
+
+  async setDeviceEpoch(device: DeviceRef, epoch: string): Promise<void> {
+    await this.redis.client.set(keysOf(device).epoch, epoch);
+  }
+}

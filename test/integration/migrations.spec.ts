@@ -1,0 +1,264 @@
+// The offline migration runner (src/prisma/migrator.ts) against a real PostgreSQL: it must
+// leave `_prisma_migrations` exactly as `prisma migrate deploy` would, serialise concurrent
+// runs, refuse edited or failed history, and the committed migrations must match schema.prisma.
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  appendFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import {
+  applyMigrations,
+  defaultMigrationsDir,
+  defaultSchemaPath,
+  diffMigrationsToSchema,
+} from '../../src/prisma/migrator.js';
+
+const ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? '';
+const MIGRATIONS_DIR = defaultMigrationsDir();
+const MIGRATION_NAMES = readdirSync(MIGRATIONS_DIR, { withFileTypes: true })
+  .filter((entry) => entry.isDirectory())
+  .map((entry) => entry.name)
+  .sort();
+const APP_TABLES = ['conversation_members', 'conversations', 'delivery_cursors', 'devices', 'messages'];
+
+/** Prisma's columns for its history table (name, type), in its order. */
+const PRISMA_MIGRATIONS_COLUMNS = [
+  ['id', 'character varying'],
+  ['checksum', 'character varying'],
+  ['finished_at', 'timestamp with time zone'],
+  ['migration_name', 'character varying'],
+  ['logs', 'text'],
+  ['rolled_back_at', 'timestamp with time zone'],
+  ['started_at', 'timestamp with time zone'],
+  ['applied_steps_count', 'integer'],
+];
+
+interface HistoryRow {
+  id: string;
+  checksum: string;
+  finished_at: Date | null;
+  migration_name: string;
+  logs: string | null;
+  rolled_back_at: Date | null;
+  started_at: Date;
+  applied_steps_count: number;
+}
+
+const createdDatabases: string[] = [];
+const tempDirs: string[] = [];
+
+async function withClient<T>(url: string, action: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await action(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function urlFor(database: string): string {
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+/** An empty database of our own; the `test_` prefix lets the suite's teardown sweep leftovers. */
+async function freshDatabase(): Promise<string> {
+  const name = `test_migrations_${randomBytes(6).toString('hex')}`;
+  await withClient(ADMIN_URL, (client) => client.query(`CREATE DATABASE "${name}"`));
+  createdDatabases.push(name);
+  return urlFor(name);
+}
+
+async function history(url: string): Promise<HistoryRow[]> {
+  return withClient(url, async (client) => {
+    const result = await client.query<HistoryRow>(
+      'SELECT * FROM _prisma_migrations ORDER BY migration_name, started_at',
+    );
+    return result.rows;
+  });
+}
+
+async function tablesIn(url: string): Promise<string[]> {
+  return withClient(url, async (client) => {
+    const result = await client.query<{ table_name: string }>(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
+    );
+    return result.rows.map((row) => row.table_name);
+  });
+}
+
+/** Computed here, independently of the code under test: sha256 of the file's bytes. */
+function fileChecksum(migrationsDir: string, name: string): string {
+  return createHash('sha256')
+    .update(readFileSync(join(migrationsDir, name, 'migration.sql')))
+    .digest('hex');
+}
+
+function copyOfMigrations(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'migrations-spec-'));
+  tempDirs.push(dir);
+  cpSync(MIGRATIONS_DIR, dir, { recursive: true });
+  return dir;
+}
+
+/** What is left once comments and blank lines are removed. */
+function statementsIn(sql: string): string {
+  return sql
+    .split('\n')
+    .filter((line) => !line.trim().startsWith('--'))
+    .join('\n')
+    .trim();
+}
+
+afterAll(async () => {
+  // FORCE: a failed assertion may have left a connection open.
+  for (const name of createdDatabases) {
+    await withClient(ADMIN_URL, (client) => client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+  }
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('migrations', () => {
+  it('has a PostgreSQL server and at least one migration', () => {
+    expect(ADMIN_URL, 'TEST_PG_ADMIN_URL is set by test/support/global-setup.ts').toMatch(/^postgres(ql)?:\/\//);
+    expect(MIGRATION_NAMES.length).toBeGreaterThan(0);
+    for (const name of MIGRATION_NAMES) expect(name).toMatch(/^\d{14}_[a-z0-9_]+$/);
+  });
+
+  it('applies every migration to an empty database and records it as Prisma does', async () => {
+    const url = await freshDatabase();
+    const lines: string[] = [];
+
+    const result = await applyMigrations(url, { log: (line) => lines.push(line) });
+
+    expect(result.applied).toEqual(MIGRATION_NAMES);
+    expect(await tablesIn(url)).toEqual(['_prisma_migrations', ...APP_TABLES].sort());
+    for (const name of MIGRATION_NAMES) expect(lines.join('\n')).toContain(name);
+
+    const columns = await withClient(url, async (client) => {
+      const found = await client.query<{ column_name: string; data_type: string }>(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '_prisma_migrations' ORDER BY ordinal_position",
+      );
+      return found.rows.map((row) => [row.column_name, row.data_type]);
+    });
+    expect(columns).toEqual(PRISMA_MIGRATIONS_COLUMNS);
+
+    const rows = await history(url);
+    expect(rows.map((row) => row.migration_name)).toEqual(MIGRATION_NAMES);
+    for (const row of rows) {
+      expect(row.checksum).toBe(fileChecksum(MIGRATIONS_DIR, row.migration_name));
+      expect(row.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      expect(row.applied_steps_count).toBe(1);
+      expect(row.logs).toBeNull();
+      expect(row.rolled_back_at).toBeNull();
+      expect(row.finished_at).toBeInstanceOf(Date);
+      expect(row.finished_at!.getTime()).toBeGreaterThanOrEqual(row.started_at.getTime());
+    }
+  });
+
+  it('does nothing when applied a second time', async () => {
+    const url = await freshDatabase();
+    await applyMigrations(url);
+    const before = await history(url);
+
+    const again = await applyMigrations(url);
+
+    expect(again.applied).toEqual([]);
+    expect(await history(url)).toEqual(before);
+  });
+
+  it('applies each migration once when five processes start at the same time', async () => {
+    const url = await freshDatabase();
+
+    const results = await Promise.all(Array.from({ length: 5 }, () => applyMigrations(url)));
+
+    expect(results.flatMap((result) => result.applied).sort()).toEqual(MIGRATION_NAMES);
+    const rows = await history(url);
+    expect(rows.map((row) => row.migration_name)).toEqual(MIGRATION_NAMES);
+    expect(rows.every((row) => row.finished_at !== null && row.applied_steps_count === 1)).toBe(true);
+  });
+
+  it('refuses a migration file that changed after it was applied', async () => {
+    const migrationsDir = copyOfMigrations();
+    const url = await freshDatabase();
+    await applyMigrations(url, { migrationsDir });
+    const before = await history(url);
+    const edited = MIGRATION_NAMES[0];
+    appendFileSync(join(migrationsDir, edited, 'migration.sql'), '\n-- an afterthought\n');
+
+    const run = applyMigrations(url, { migrationsDir });
+
+    await expect(run).rejects.toThrow(/checksum mismatch/);
+    await expect(applyMigrations(url, { migrationsDir })).rejects.toThrow(edited);
+    expect(await history(url)).toEqual(before);
+  });
+
+  it('rolls back a failing migration, records it as failed, and refuses until it is resolved', async () => {
+    const migrationsDir = copyOfMigrations();
+    const url = await freshDatabase();
+    await applyMigrations(url, { migrationsDir });
+    const broken = '99990101000000_broken';
+    mkdirSync(join(migrationsDir, broken));
+    writeFileSync(
+      join(migrationsDir, broken, 'migration.sql'),
+      'CREATE TABLE "half_done" ("id" INTEGER);\nSELECT 1 / 0;\n',
+    );
+
+    await expect(applyMigrations(url, { migrationsDir })).rejects.toThrow(
+      /99990101000000_broken failed.*division by zero/,
+    );
+
+    expect(await tablesIn(url)).not.toContain('half_done');
+    const failed = (await history(url)).find((row) => row.migration_name === broken);
+    expect(failed).toMatchObject({ finished_at: null, rolled_back_at: null, applied_steps_count: 0 });
+    expect(failed?.checksum).toBe(fileChecksum(migrationsDir, broken));
+    expect(failed?.logs).toContain('division by zero');
+    await expect(applyMigrations(url, { migrationsDir })).rejects.toThrow(
+      /failed migrations[\s\S]*99990101000000_broken/,
+    );
+  });
+
+  it('has no drift: the migrations produce exactly what schema.prisma describes', async () => {
+    // A database of our own as the "server" URL, to check the diff writes nothing into it
+    // (adapter-pg's own shadow database would have been this very database).
+    const serverUrl = await freshDatabase();
+
+    const sql = await diffMigrationsToSchema({ shadowDatabaseUrl: serverUrl });
+
+    expect(statementsIn(sql)).toBe('');
+    expect(await tablesIn(serverUrl)).toEqual([]);
+    const shadows = await withClient(ADMIN_URL, async (client) => {
+      const found = await client.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'prisma_migrate_shadow_db_%'",
+      );
+      return found.rowCount;
+    });
+    expect(shadows, 'shadow databases are dropped').toBe(0);
+  });
+
+  it('reports the SQL for a schema change that no migration covers', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'schema-spec-'));
+    tempDirs.push(dir);
+    const schemaPath = join(dir, 'schema.prisma');
+    const schema = readFileSync(defaultSchemaPath(), 'utf8');
+    writeFileSync(schemaPath, schema.replace('model Device {', 'model Device {\n  nickname String?'));
+
+    const sql = await diffMigrationsToSchema({ shadowDatabaseUrl: ADMIN_URL, schemaPath });
+
+    expect(statementsIn(sql)).toMatch(/^ALTER TABLE "devices" ADD COLUMN\s+"nickname" TEXT;$/);
+  });
+});

@@ -1,0 +1,374 @@
+// Vitest globalSetup of the `integration` and `e2e` projects: one PostgreSQL and one Redis
+// for the whole test run (scripts/local-services.sh, data in .local/test, ports picked free
+// at run time), and a template database `messaging_template` with every migration applied,
+// which test/support/databases.ts clones for each test file.
+//
+// Vitest calls this once per project that has tests to run, in the main process and one
+// after the other; the services are shared through a process-wide reference count and
+// stopped by the last teardown. Tests reach them through inject() (typed below) or the
+// same values in process.env (set before the test workers are forked).
+import { execFile } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+
+import { applyMigrations } from '../../src/prisma/migrator.js';
+import { freePort } from './free-port.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** postgresql://postgres@127.0.0.1:PORT/postgres (superuser, trust authentication). */
+    TEST_PG_ADMIN_URL: string;
+    /** The migrated database that createTestDatabase() clones. */
+    TEST_PG_TEMPLATE: string;
+    TEST_REDIS_PORT: number;
+    /** redis://127.0.0.1:PORT (no database index). */
+    TEST_REDIS_URL: string;
+    /** How many logical databases the test Redis has (index 0 is left unused). */
+    TEST_REDIS_DATABASES: number;
+    /** Folder where useTestRedisDb() claims database indices, one file per index. */
+    TEST_REDIS_CLAIMS_DIR: string;
+    /** Scratch folder of this run (startPrivateRedis() servers live there), emptied at the end. */
+    TEST_TMP_DIR: string;
+  }
+}
+
+type TestServicesContext = {
+  TEST_PG_ADMIN_URL: string;
+  TEST_PG_TEMPLATE: string;
+  TEST_REDIS_PORT: number;
+  TEST_REDIS_URL: string;
+  TEST_REDIS_DATABASES: number;
+  TEST_REDIS_CLAIMS_DIR: string;
+  TEST_TMP_DIR: string;
+};
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const SCRIPT = join(ROOT, 'scripts', 'local-services.sh');
+const LOCAL_ROOT = join(ROOT, '.local');
+/** Held (pid inside) by the run that uses .local/test; a concurrent run gets its own folder. */
+const LOCK_FILE = join(LOCAL_ROOT, 'test.lock');
+const RUN_DIR_PATTERN = /^test-run-(\d+)$/;
+
+const TEMPLATE_DATABASE = 'messaging_template';
+/** Must match the names made by createTestDatabase() in databases.ts. */
+const TEST_DATABASE_PATTERN = 'test\\_%';
+const REDIS_DATABASES = 1024;
+
+const START_TIMEOUT_MS = 10 * 60_000; // may apt-get install redis-server / postgresql first
+const STOP_TIMEOUT_MS = 2 * 60_000;
+
+interface Services {
+  localDir: string;
+  /** True when this run holds LOCK_FILE and uses .local/test; false: a private folder, removed at the end. */
+  primary: boolean;
+  context: TestServicesContext;
+}
+
+interface SharedState {
+  users: number;
+  services: Promise<Services>;
+}
+
+// The file is loaded once per project (separate module instances), hence a global.
+const STATE = Symbol.for('messaging-service.test.global-setup');
+type GlobalWithState = typeof globalThis & { [STATE]?: SharedState };
+
+function log(line: string): void {
+  process.stderr.write(`[test services] ${line}\n`);
+}
+
+function runScript(command: 'start' | 'stop', env: Record<string, string>, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'bash',
+      [SCRIPT, command],
+      { cwd: ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) {
+          reject(
+            new Error(`scripts/local-services.sh ${command} failed (${error.message.split('\n')[0]}):\n${stderr}`),
+          );
+        } else {
+          resolve(stdout);
+        }
+      },
+    );
+  });
+}
+
+/** Alive and not a zombie (a dead process whose parent never reaps it still answers kill 0). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return process.platform !== 'linux';
+  }
+}
+
+function readLockPid(): number | undefined {
+  try {
+    const pid = Number(readFileSync(LOCK_FILE, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when this run now owns .local/test; false when another live run does. */
+function acquireLock(): boolean {
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    try {
+      const fd = openSync(LOCK_FILE, 'wx');
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const owner = readLockPid();
+    if (owner !== undefined && owner !== process.pid && processAlive(owner)) return false;
+    log(`removing the stale ${LOCK_FILE} (pid ${owner ?? '?'} is gone)`);
+    rmSync(LOCK_FILE, { force: true });
+  }
+  return false;
+}
+
+function releaseLock(): void {
+  if (readLockPid() === process.pid) rmSync(LOCK_FILE, { force: true });
+}
+
+/** Services of concurrent runs that died without their teardown. */
+async function cleanUpAbandonedRunDirs(): Promise<void> {
+  for (const entry of readdirSync(LOCAL_ROOT)) {
+    const pid = Number(RUN_DIR_PATTERN.exec(entry)?.[1]);
+    if (!pid || processAlive(pid)) continue;
+    const dir = join(LOCAL_ROOT, entry);
+    log(`cleaning up ${dir}, left by test run ${pid}`);
+    await runScript('stop', { LOCAL_DIR: dir }, STOP_TIMEOUT_MS).catch((error: unknown) => log(String(error)));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Empties the run's scratch folder, killing the private Redis servers still running there
+ * (startPrivateRedis() in a worker that Vitest killed, or a test that never stopped its own).
+ */
+function removeScratch(tmpDir: string): void {
+  if (!existsSync(tmpDir)) return;
+  for (const entry of readdirSync(tmpDir)) {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(join(tmpDir, entry, 'redis.pid'), 'utf8').trim());
+    } catch {
+      continue;
+    }
+    if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) continue;
+    let command = '';
+    try {
+      command = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      // not Linux, or gone
+    }
+    if (command !== 'redis-server') continue;
+    log(`killing the private Redis (pid ${pid}) left running in ${join(tmpDir, entry)}`);
+    process.kill(pid, 'SIGKILL');
+  }
+  rmSync(tmpDir, { recursive: true, force: true });
+}
+
+async function distinctFreePorts(): Promise<[number, number]> {
+  const first = await freePort();
+  for (let attempt = 0; attempt < 10; attempt += 1) {
+    const second = await freePort();
+    if (second !== first) return [first, second];
+  }
+  throw new Error('could not find two distinct free ports');
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+async function withAdmin<T>(adminUrl: string, action: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 10_000, query_timeout: 120_000 });
+  client.on('error', () => {}); // a dropped connection surfaces as the query's error
+  await client.connect();
+  try {
+    return await action(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function dropTestDatabases(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname LIKE $1', [
+    TEST_DATABASE_PATTERN,
+  ]);
+  for (const { datname } of rows) {
+    await client.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(datname)} WITH (FORCE)`);
+  }
+}
+
+/** (Re)creates the template from the migrations of this checkout. */
+async function prepareTemplate(adminUrl: string): Promise<void> {
+  const template = quoteIdentifier(TEMPLATE_DATABASE);
+  await withAdmin(adminUrl, async (client) => {
+    await dropTestDatabases(client);
+    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [TEMPLATE_DATABASE]);
+    if (exists.rowCount) {
+      await client.query(`ALTER DATABASE ${template} WITH IS_TEMPLATE false`);
+      await client.query(`DROP DATABASE ${template} WITH (FORCE)`);
+    }
+    await client.query(`CREATE DATABASE ${template}`);
+  });
+  const templateUrl = new URL(adminUrl);
+  templateUrl.pathname = `/${TEMPLATE_DATABASE}`;
+  const lines: string[] = [];
+  try {
+    await applyMigrations(templateUrl.toString(), { log: (line) => lines.push(line) });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(`applying the migrations to ${TEMPLATE_DATABASE} failed: ${message}\n${lines.join('\n')}`, {
+      cause: error,
+    });
+  }
+  await withAdmin(adminUrl, async (client) => {
+    // No session may stay in the template (CREATE DATABASE ... TEMPLATE would refuse), nor come later.
+    await client.query(`ALTER DATABASE ${template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`);
+    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [
+      TEMPLATE_DATABASE,
+    ]);
+  });
+}
+
+async function flushRedis(port: number): Promise<void> {
+  const redis = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    connectTimeout: 10_000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  try {
+    await redis.connect();
+    await redis.flushall();
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function startServices(): Promise<Services> {
+  mkdirSync(LOCAL_ROOT, { recursive: true });
+  await cleanUpAbandonedRunDirs();
+  const primary = acquireLock();
+  const localDir = join(LOCAL_ROOT, primary ? 'test' : `test-run-${process.pid}`);
+  if (!primary) log(`.local/test is used by another test run (pid ${readLockPid() ?? '?'}): using ${localDir}`);
+  const scriptEnv = { LOCAL_DIR: localDir };
+  try {
+    // A run that crashed may have left them running, on its own ports.
+    if (primary) await runScript('stop', scriptEnv, STOP_TIMEOUT_MS);
+    const [pgPort, redisPort] = await distinctFreePorts();
+    await runScript(
+      'start',
+      {
+        ...scriptEnv,
+        PG_PORT: String(pgPort),
+        REDIS_PORT: String(redisPort),
+        REDIS_DATABASES: String(REDIS_DATABASES),
+      },
+      START_TIMEOUT_MS,
+    );
+    const adminUrl = `postgresql://postgres@127.0.0.1:${pgPort}/postgres`;
+    await prepareTemplate(adminUrl);
+    await flushRedis(redisPort);
+    const claimsDir = join(localDir, 'redis-claims');
+    rmSync(claimsDir, { recursive: true, force: true });
+    mkdirSync(claimsDir, { recursive: true });
+    const tmpDir = join(localDir, 'tmp');
+    removeScratch(tmpDir);
+    mkdirSync(tmpDir, { recursive: true });
+    const context: TestServicesContext = {
+      TEST_PG_ADMIN_URL: adminUrl,
+      TEST_PG_TEMPLATE: TEMPLATE_DATABASE,
+      TEST_REDIS_PORT: redisPort,
+      TEST_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      TEST_REDIS_DATABASES: REDIS_DATABASES,
+      TEST_REDIS_CLAIMS_DIR: claimsDir,
+      TEST_TMP_DIR: tmpDir,
+    };
+    // Workers are forked after every globalSetup ran, with a copy of process.env.
+    for (const [key, value] of Object.entries(context)) process.env[key] = String(value);
+    log(`PostgreSQL on 127.0.0.1:${pgPort}, Redis on 127.0.0.1:${redisPort} (${localDir})`);
+    return { localDir, primary, context };
+  } catch (error) {
+    await stopServices(localDir, primary).catch((stopError: unknown) => log(String(stopError)));
+    throw error;
+  }
+}
+
+async function stopServices(localDir: string, primary: boolean, context?: TestServicesContext): Promise<void> {
+  try {
+    const env: Record<string, string> = { LOCAL_DIR: localDir };
+    removeScratch(join(localDir, 'tmp'));
+    if (context !== undefined) {
+      // Databases that tests did not drop: keep .local/test small.
+      await withAdmin(context.TEST_PG_ADMIN_URL, dropTestDatabases).catch((error: unknown) =>
+        log(`dropping test databases: ${String(error)}`),
+      );
+      env.PG_PORT = new URL(context.TEST_PG_ADMIN_URL).port;
+      env.REDIS_PORT = String(context.TEST_REDIS_PORT);
+    }
+    await runScript('stop', env, STOP_TIMEOUT_MS);
+  } finally {
+    if (primary) releaseLock();
+    else rmSync(localDir, { recursive: true, force: true });
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const holder = globalThis as GlobalWithState;
+  let state = holder[STATE];
+  if (state === undefined) {
+    state = { users: 0, services: startServices() };
+    holder[STATE] = state;
+  }
+  const shared = state;
+  shared.users += 1;
+  let services: Services;
+  try {
+    services = await shared.services;
+  } catch (error) {
+    shared.users -= 1;
+    if (shared.users === 0 && holder[STATE] === shared) delete holder[STATE];
+    throw error;
+  }
+  const { context } = services;
+  project.provide('TEST_PG_ADMIN_URL', context.TEST_PG_ADMIN_URL);
+  project.provide('TEST_PG_TEMPLATE', context.TEST_PG_TEMPLATE);
+  project.provide('TEST_REDIS_PORT', context.TEST_REDIS_PORT);
+  project.provide('TEST_REDIS_URL', context.TEST_REDIS_URL);
+  project.provide('TEST_REDIS_DATABASES', context.TEST_REDIS_DATABASES);
+  project.provide('TEST_REDIS_CLAIMS_DIR', context.TEST_REDIS_CLAIMS_DIR);
+  project.provide('TEST_TMP_DIR', context.TEST_TMP_DIR);
+
+  let tornDown = false;
+  return async () => {
+    if (tornDown) return;
+    tornDown = true;
+    shared.users -= 1;
+    if (shared.users > 0) return;
+    if (holder[STATE] === shared) delete holder[STATE];
+    await stopServices(services.localDir, services.primary, context);
+  };
+}

@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const PROJECT_ROOT = join(import.meta.dirname, '..', '..');
+const MAIN = join(PROJECT_ROOT, 'dist', 'main.js');
+
+export interface ServiceProcess {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the exit code (or the signal's name) within `timeoutMs`, else rejects. */
+  exited(timeoutMs: number): Promise<number | string>;
+}
+
+/** Runs the built service (dist/main.js, as in production) with exactly `env` plus PATH. */
+export function spawnService(env: Record<string, string>): ServiceProcess {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run "npm run build" first (npm test does)`);
+  const child = spawn(process.execPath, [MAIN], {
+    cwd: PROJECT_ROOT,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exit = new Promise<number | string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  return {
+    child,
+    output: () => output,
+    exited: (timeoutMs) =>
+      Promise.race([
+        exit,
+        new Promise<never>((_, reject) => {
+          setTimeout(
+            () => reject(new Error(`service did not exit within ${timeoutMs} ms:\n${output}`)),
+            timeoutMs,
+          ).unref();
+        }),
+      ]),
+  };
+}
+
+/** Polls `url` until `accept(status)` or the bound runs out; returns the last status. */
+export async function pollStatus(
+  url: string,
+  accept: (status: number) => boolean,
+  timeoutMs = 15_000,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let status = 0;
+  while (Date.now() < deadline) {
+    try {
+      status = (await fetch(url, { signal: AbortSignal.timeout(2_000) })).status;
+      if (accept(status)) return status;
+    } catch {
+      status = 0;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return status;
+}
