@@ -7,6 +7,7 @@ import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import type { WireMessage } from '../realtime/realtime.types.js';
 import type { Sender } from './messages.service.js';
+import { OrderedEmitter } from './ordered-emitter.js';
 
 /**
  * The one step after a message is committed: queue it for every recipient device (every
@@ -23,14 +24,22 @@ export class MessageFanout {
     private readonly queue: OfflineQueueService,
     private readonly realtime: RealtimeService,
     private readonly metrics: MessagingMetrics,
+    private readonly ordered: OrderedEmitter,
   ) {}
 
+  /**
+   * Never throws: the message is already stored, so the sender's reply stands. If the
+   * fan-out fails half-way, every queue is marked for a rebuild from PostgreSQL, which
+   * holds the message past each recipient device's cursor.
+   */
   async afterCommit(message: WireMessage, sender: Sender): Promise<void> {
-    const memberIds = await this.membership.memberIds(message.conversationId);
-    const recipients = (await this.devices.devicesOf(memberIds)).filter(
-      (device) => !(device.userId === sender.userId && device.deviceId === sender.deviceId),
-    );
+    this.metrics.messagesStored.inc();
+    let memberIds: string[] | undefined;
     try {
+      memberIds = await this.membership.memberIds(message.conversationId);
+      const recipients = (await this.devices.devicesOf(memberIds)).filter(
+        (device) => !(device.userId === sender.userId && device.deviceId === sender.deviceId),
+      );
       await this.queue.enqueue(recipients, [
         {
           messageId: message.id,
@@ -40,14 +49,18 @@ export class MessageFanout {
           score: Date.parse(message.createdAt),
         },
       ]);
+      this.metrics.messagesDelivered.inc(recipients.length);
     } catch (error) {
-      // The message is stored; PostgreSQL still holds it past each device's cursor.
-      // Forget the queues' epoch so every device rebuilds from PostgreSQL on next sync.
-      this.logger.error(`offline enqueue failed, queues will be rebuilt: ${String(error)}`);
+      this.logger.error(`fan-out failed after commit; offline queues will be rebuilt: ${String(error)}`);
       this.queue.invalidateAll();
     }
-    this.realtime.emitMessage(memberIds, message, sender.socketId);
-    this.metrics.messagesStored.inc();
-    this.metrics.messagesDelivered.inc(recipients.length);
+    if (!memberIds) {
+      this.ordered.release(message.conversationId, message.seq);
+      return;
+    }
+    const audience = memberIds;
+    this.ordered.emit(message.conversationId, message.seq, () =>
+      this.realtime.emitMessage(audience, message, sender.socketId),
+    );
   }
 }

@@ -9,10 +9,19 @@ import { MessageCodec } from './message.codec.js';
 import { MessagesRepository } from './messages.repository.js';
 import { MessagesService } from './messages.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
+import { OrderedEmitter } from './ordered-emitter.js';
 
 @Module({
   imports: [ConversationsModule, DevicesModule, OfflineQueueModule],
-  providers: [MessagesRepository, MessageCodec, MessagesService, MessageFanout, DeliveryService, MessagingMetrics],
-  exports: [MessagesService, DeliveryService, MessagingMetrics],
+  providers: [
+    MessagesRepository,
+    MessageCodec,
+    MessagesService,
+    MessageFanout,
+    DeliveryService,
+    MessagingMetrics,
+    OrderedEmitter,
+  ],
+  exports: [MessagesService, DeliveryService, MessagingMetrics, OrderedEmitter],
 })
 export class MessagesModule {}

@@ -10,6 +10,7 @@ import type { SendData, WireMessage } from '../realtime/realtime.types.js';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec, type ConversationKey } from './message.codec.js';
 import { MessagesRepository, type SealedMessage } from './messages.repository.js';
+import { OrderedEmitter } from './ordered-emitter.js';
 
 /** Who is sending: a user's device (socket), or a service/app over REST. */
 export interface Sender {
@@ -61,6 +62,7 @@ export class MessagesService {
     private readonly messages: MessagesRepository,
     private readonly codec: MessageCodec,
     private readonly fanout: MessageFanout,
+    private readonly ordered: OrderedEmitter,
     private readonly config: AppConfig,
   ) {}
 
@@ -73,18 +75,30 @@ export class MessagesService {
     if (existing) return { message: this.duplicateOf(existing, input.conversationId), duplicate: true };
 
     const id = randomUUID();
-    const stored = await this.messages.insertNext(
-      {
-        id,
-        conversationId: access.id,
-        senderId: sender.userId,
-        senderDeviceId: sender.deviceId,
-        clientMsgId: input.clientMsgId,
-        contentType: input.contentType ?? 'text/plain',
-      },
-      (seq) => this.codec.seal(keyOf(access), id, seq, content),
-    );
+    let reserved: number | undefined;
+    let stored;
+    try {
+      stored = await this.messages.insertNext(
+        {
+          id,
+          conversationId: access.id,
+          senderId: sender.userId,
+          senderDeviceId: sender.deviceId,
+          clientMsgId: input.clientMsgId,
+          contentType: input.contentType ?? 'text/plain',
+        },
+        (seq) => {
+          reserved = seq;
+          this.ordered.reserve(access.id, seq);
+          return this.codec.seal(keyOf(access), id, seq, content);
+        },
+      );
+    } catch (error) {
+      if (reserved !== undefined) this.ordered.release(access.id, reserved);
+      throw error;
+    }
     if (!stored) {
+      if (reserved !== undefined) this.ordered.release(access.id, reserved);
       // A concurrent send with the same clientMsgId won the race: answer with its message.
       const winner = await this.messages.findByClientMsgId(sender.userId, input.clientMsgId);
       if (!winner) throw new Error('clientMsgId conflict without a stored message');

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 
 import { Injectable } from '@nestjs/common';
+import type { Result } from 'ioredis';
 
 import { RedisService } from '../redis/redis.service.js';
 import type { DeviceRef, PendingEntry } from '../devices/devices.repository.js';
@@ -98,6 +99,15 @@ export interface QueuedRef {
 
 const EPOCH_KEY = 'mq:epoch';
 
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** keys z, m, hi; args cap, convPrefix, then (id, score, conv, seq, sender) per entry. */
+    mqEnqueue(z: string, m: string, hi: string, ...args: (string | number)[]): Result<[number, string[]], Context>;
+    /** keys z, m, hi; args convPrefix, then message ids. */
+    mqAck(z: string, m: string, hi: string, ...args: string[]): Result<[string[], string[]], Context>;
+  }
+}
+
 function keysOf(device: DeviceRef) {
   const tag = `mq:{${device.userId}\u0000${device.deviceId}}`;
   return { z: `${tag}:z`, m: `${tag}:m`, hi: `${tag}:hi`, epoch: `${tag}:epoch`, convPrefix: `${tag}:c:` };
@@ -126,7 +136,7 @@ export class OfflineQueueRepository {
     const pipeline = this.redis.client.pipeline();
     for (const device of devices) {
       const k = keysOf(device);
-      pipeline.call('mqEnqueue', ...([k.z, k.m, k.hi, cap, k.convPrefix, ...args] as never[]));
+      pipeline.mqEnqueue(k.z, k.m, k.hi, cap, k.convPrefix, ...args);
     }
     const results = (await pipeline.exec()) ?? [];
     results.forEach(([error, value], index) => {
@@ -144,11 +154,7 @@ export class OfflineQueueRepository {
   /** Removes acked ids from this device's queue only; unknown or repeated ids are skipped. */
   async ack(device: DeviceRef, messageIds: readonly string[]): Promise<AckResult> {
     const k = keysOf(device);
-    const reply = (await this.redis.client.call(
-      'mqAck',
-      ...([k.z, k.m, k.hi, k.convPrefix, ...messageIds] as never[]),
-    )) as [string[], string[]];
-    const [flatAcked, flatCursors] = reply;
+    const [flatAcked, flatCursors] = await this.redis.client.mqAck(k.z, k.m, k.hi, k.convPrefix, ...messageIds);
     const acked: AckedEntry[] = [];
     for (let i = 0; i < flatAcked.length; i += 4) {
       acked.push({

@@ -132,6 +132,7 @@ describe('startPrivateRedis', () => {
     const server = await startPrivateRedis();
     try {
       expect(server.url).toBe(`redis://127.0.0.1:${server.port}`);
+      expect(server.dir.startsWith(inject('TEST_TMP_DIR'))).toBe(true);
       const before = redisClient(server.url);
       expect(await before.ping()).toBe('PONG');
       await before.set('survives', 'restart');
