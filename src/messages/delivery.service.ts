@@ -29,15 +29,10 @@ export class DeliveryService {
   async unacked(device: DeviceRef, limit: number): Promise<PageData> {
     await this.queue.ensureSynced(device);
     const refs = await this.queue.peek(device, limit);
-    const messages = await this.messages.openByIds(refs.map((ref) => ref.messageId));
-    if (messages.length < refs.length) {
-      // Entries whose message no longer exists (conversation deleted) can never be delivered.
-      const found = new Set(messages.map((m) => m.id));
-      await this.queue.discard(
-        device,
-        refs.filter((ref) => !found.has(ref.messageId)).map((ref) => ref.messageId),
-      );
-    }
+    const { messages, missing, unreadable } = await this.messages.openByIds(refs.map((ref) => ref.messageId));
+    // Entries whose message is gone (conversation deleted) or cannot be opened (corrupted
+    // at rest, logged) can never be delivered: drop them so the rest of the queue flows.
+    await this.queue.discard(device, [...missing, ...unreadable]);
     const length = await this.queue.length(device);
     return { messages, hasMore: length > messages.length };
   }

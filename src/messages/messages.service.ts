@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
@@ -57,6 +57,8 @@ const keyOfSealed = (row: SealedMessage): ConversationKey => ({
  */
 @Injectable()
 export class MessagesService {
+  private readonly logger = new Logger(MessagesService.name);
+
   constructor(
     private readonly membership: MembershipService,
     private readonly messages: MessagesRepository,
@@ -120,16 +122,31 @@ export class MessagesService {
     return { messages: page.messages.map((row) => this.codec.open(keyOf(access), row)), hasMore: page.hasMore };
   }
 
-  /** Opens stored messages by id (for offline queues), in the order given; unknown ids are skipped. */
-  async openByIds(ids: readonly string[]): Promise<WireMessage[]> {
+  /**
+   * Opens stored messages by id (for offline queues), in the order given. Ids with no
+   * stored message are `missing`; rows that fail to open (corrupted at rest) are
+   * `unreadable`, logged, and left out rather than failing the whole page.
+   */
+  async openByIds(
+    ids: readonly string[],
+  ): Promise<{ messages: WireMessage[]; missing: string[]; unreadable: string[] }> {
     const rows = await this.messages.findByIds(ids);
     const byId = new Map(rows.map((row) => [row.id, row]));
-    const opened: WireMessage[] = [];
+    const result = { messages: [] as WireMessage[], missing: [] as string[], unreadable: [] as string[] };
     for (const id of ids) {
       const row = byId.get(id);
-      if (row) opened.push(this.codec.open(keyOfSealed(row), row));
+      if (!row) {
+        result.missing.push(id);
+        continue;
+      }
+      try {
+        result.messages.push(this.codec.open(keyOfSealed(row), row));
+      } catch (error) {
+        this.logger.error({ msg: 'a stored message could not be opened', messageId: id, err: error });
+        result.unreadable.push(id);
+      }
     }
-    return opened;
+    return result;
   }
 
   private duplicateOf(existing: SealedMessage, conversationId: string): WireMessage {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
+import type { Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { PageData, SendData, WireError } from '../../src/realtime/realtime.types.js';
@@ -61,7 +62,9 @@ describe('send and history over a real socket', () => {
     const sender = await client(alice);
     const receiver = await client(bob);
     const replies = await Promise.all(
-      Array.from({ length: 5 }, () => sender.request<SendData>('send', { conversationId, clientMsgId: 'same', body: 'once' })),
+      Array.from({ length: 5 }, () =>
+        sender.request<SendData>('send', { conversationId, clientMsgId: 'same', body: 'once' }),
+      ),
     );
     const ids = new Set(replies.map((r) => dataOf(r).message.id));
     expect(ids.size).toBe(1);
@@ -102,7 +105,8 @@ describe('send and history over a real socket', () => {
     const alice = userId('alice');
     const conversationId = await createConversation(service, alice, []);
     const c = await client(alice);
-    for (let n = 1; n <= 7; n++) dataOf(await c.request('send', { conversationId, clientMsgId: `h${n}`, body: `m${n}` }));
+    for (let n = 1; n <= 7; n++)
+      dataOf(await c.request('send', { conversationId, clientMsgId: `h${n}`, body: `m${n}` }));
 
     const latest = dataOf(await c.request<PageData>('history', { conversationId, limit: 3 }));
     expect(latest.messages.map((m) => m.seq)).toEqual([5, 6, 7]);
@@ -126,7 +130,12 @@ describe('send and history over a real socket', () => {
     const sender = await client(alice);
     const ciphertext = Buffer.from('opaque-bytes-\u0000\u0001').toString('base64');
     const { message } = dataOf(
-      await sender.request<SendData>('send', { conversationId, clientMsgId: 'e1', ciphertext, contentType: 'application/octet-stream' }),
+      await sender.request<SendData>('send', {
+        conversationId,
+        clientMsgId: 'e1',
+        ciphertext,
+        contentType: 'application/octet-stream',
+      }),
     );
     expect(message).toMatchObject({ ciphertext, contentType: 'application/octet-stream' });
     expect(message).not.toHaveProperty('body');
@@ -162,7 +171,9 @@ describe('send and history over a real socket', () => {
       expect((await errorOf('send', 'a string')).code).toBe('bad_request');
       expect((await errorOf('send', [1, 2])).code).toBe('bad_request');
       expect((await errorOf('send', { conversationId, clientMsgId: 'x' })).code).toBe('bad_request'); // no body
-      expect((await errorOf('send', { conversationId, clientMsgId: 'x', body: 'b', ciphertext: 'AAAA' })).code).toBe('bad_request');
+      expect((await errorOf('send', { conversationId, clientMsgId: 'x', body: 'b', ciphertext: 'AAAA' })).code).toBe(
+        'bad_request',
+      );
       expect((await errorOf('history', { conversationId, limit: 0 })).code).toBe('bad_request');
       expect((await errorOf('history', { conversationId, limit: 101 })).code).toBe('bad_request');
       expect((await errorOf('ack', { messageIds: [] })).code).toBe('bad_request');
@@ -170,7 +181,9 @@ describe('send and history over a real socket', () => {
     });
 
     it('answers not_found for a conversation that does not exist and forbidden for a non-member', async () => {
-      expect((await errorOf('send', { conversationId: randomUUID(), clientMsgId: 'x', body: 'b' })).code).toBe('not_found');
+      expect((await errorOf('send', { conversationId: randomUUID(), clientMsgId: 'x', body: 'b' })).code).toBe(
+        'not_found',
+      );
       const other = await createConversation(service, userId('carol'), []);
       expect((await errorOf('send', { conversationId: other, clientMsgId: 'x', body: 'b' })).code).toBe('forbidden');
       expect((await errorOf('history', { conversationId: other })).code).toBe('forbidden');
@@ -178,7 +191,9 @@ describe('send and history over a real socket', () => {
 
     it('answers payload_too_large past maxMessageBytes and maxBatch', async () => {
       expect(c.session.limits).toEqual({ maxMessageBytes: 1024, maxBatch: 100 });
-      expect((await errorOf('send', { conversationId, clientMsgId: 'big', body: 'é'.repeat(513) })).code).toBe('payload_too_large');
+      expect((await errorOf('send', { conversationId, clientMsgId: 'big', body: 'é'.repeat(513) })).code).toBe(
+        'payload_too_large',
+      );
       const ids = Array.from({ length: 101 }, () => randomUUID());
       expect((await errorOf('ack', { messageIds: ids })).code).toBe('payload_too_large');
       // Exactly at the limit is fine.
@@ -187,18 +202,22 @@ describe('send and history over a real socket', () => {
 
     it('answers unknown_event, and uses an error event when a failing request has no ack', async () => {
       expect((await errorOf('shout', { loud: true })).code).toBe('unknown_event');
-      c.socket.emit('send' as never, { conversationId: 'nope' } as never);
+      (c.socket as unknown as Socket).emit('send', { conversationId: 'nope' });
       const event = await c.waitForEvent<{ code: string; event: string }>('error', (e) => e.event === 'send');
       expect(event.code).toBe('bad_request');
-      c.socket.emit('nonsense' as never);
-      expect((await c.waitForEvent<{ code: string }>('error', (e) => e.code === 'unknown_event')).code).toBe('unknown_event');
+      (c.socket as unknown as Socket).emit('nonsense');
+      expect((await c.waitForEvent<{ code: string }>('error', (e) => e.code === 'unknown_event')).code).toBe(
+        'unknown_event',
+      );
       expect(c.socket.connected).toBe(true);
     });
 
     it('rejects a clientMsgId reused for another conversation as a conflict', async () => {
       const second = await createConversation(service, alice, []);
       dataOf(await c.request('send', { conversationId, clientMsgId: 'reused', body: 'a' }));
-      expect((await errorOf('send', { conversationId: second, clientMsgId: 'reused', body: 'b' })).code).toBe('conflict');
+      expect((await errorOf('send', { conversationId: second, clientMsgId: 'reused', body: 'b' })).code).toBe(
+        'conflict',
+      );
     });
 
     it('answers ping with the given t and the server time', async () => {

@@ -1,7 +1,13 @@
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
 
-import type { ClientToServerEvents, Reply, ServerToClientEvents, SessionPayload, WireMessage } from '../../src/realtime/realtime.types.js';
+import type {
+  ClientToServerEvents,
+  Reply,
+  ServerToClientEvents,
+  SessionPayload,
+  WireMessage,
+} from '../../src/realtime/realtime.types.js';
 import { TEST_JWT_SECRET } from './app.js';
 
 export type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -12,7 +18,9 @@ export async function mintToken(
   options: { ttlSec?: number; claims?: Record<string, unknown>; secret?: string } = {},
 ): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  let jwt = new SignJWT({ exp: now + (options.ttlSec ?? 3600), ...options.claims }).setProtectedHeader({ alg: 'HS256' });
+  let jwt = new SignJWT({ exp: now + (options.ttlSec ?? 3600), ...options.claims }).setProtectedHeader({
+    alg: 'HS256',
+  });
   if (userId !== undefined) jwt = jwt.setSubject(userId);
   return jwt.sign(new TextEncoder().encode(options.secret ?? TEST_JWT_SECRET));
 }
@@ -74,6 +82,8 @@ export async function connect(baseUrl: string, userId: string, options: ConnectO
   const session = await new Promise<SessionPayload>((resolve, reject) => {
     socket.once('session', resolve);
     socket.once('connect_error', reject);
+    socket.once('error', (error) => reject(new Error(`error before session: ${JSON.stringify(error)}`)));
+    socket.once('disconnect', (reason) => reject(new Error(`disconnected before session: ${reason}`)));
   });
 
   return {
@@ -88,7 +98,8 @@ export async function connect(baseUrl: string, userId: string, options: ConnectO
     waitForMessages: async (count, timeoutMs = 10_000) => {
       const deadline = Date.now() + timeoutMs;
       while (messages.length < count) {
-        if (Date.now() > deadline) throw new Error(`got ${messages.length} of ${count} messages within ${timeoutMs} ms`);
+        if (Date.now() > deadline)
+          throw new Error(`got ${messages.length} of ${count} messages within ${timeoutMs} ms`);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       return messages;
@@ -113,7 +124,9 @@ export async function connectRefused(
   });
   try {
     return await new Promise((resolve, reject) => {
-      socket.once('connect_error', (error: Error & { data?: unknown }) => resolve({ message: error.message, data: error.data }));
+      socket.once('connect_error', (error: Error & { data?: unknown }) =>
+        resolve({ message: error.message, data: error.data }),
+      );
       socket.once('session', () => reject(new Error('connected, but a refusal was expected')));
       setTimeout(() => reject(new Error('neither connect nor connect_error within 10 s')), 10_000).unref();
     });
