@@ -5,6 +5,7 @@ import { AppConfig } from './config/app-config.js';
 import { ConfigModule } from './config/config.module.js';
 import { ConversationsModule } from './conversations/conversations.module.js';
 import { CryptoModule } from './crypto/crypto.module.js';
+import { DeviceRegistrationModule } from './devices/device-registration.module.js';
 import { GatewayModule } from './gateway/gateway.module.js';
 import { HealthModule } from './health/health.module.js';
 import { LoggingModule } from './logging/logging.module.js';
@@ -30,6 +31,7 @@ export class AppModule {
         RealtimeModule,
         ConversationsModule,
         MessagesModule,
+        DeviceRegistrationModule,
         GatewayModule,
       ],
     };

@@ -4,6 +4,10 @@ import { Logger } from 'nestjs-pino';
 
 import { AppModule } from './app.module.js';
 import { AppIoAdapter } from './gateway/io.adapter.js';
+import { RedisService } from './redis/redis.service.js';
+import { MetricsService } from './health/metrics.service.js';
+import { HttpExceptionFilter } from './http/http-exception.filter.js';
+import { setupOpenApi } from './http/openapi.js';
 import type { AppConfig } from './config/app-config.js';
 import { applyMigrations } from './prisma/migrator.js';
 
@@ -21,7 +25,11 @@ export async function createApp(config: AppConfig): Promise<NestExpressApplicati
   const logger = app.get(Logger);
   app.useLogger(logger);
   app.disable('x-powered-by');
-  app.useWebSocketAdapter(new AppIoAdapter(app, config));
+  app.useWebSocketAdapter(new AppIoAdapter(app, config, app.get(RedisService)));
+  app.useGlobalFilters(new HttpExceptionFilter(app.get(MetricsService)));
+  // A message at maxMessageBytes must fit, even as base64 ciphertext with JSON escapes.
+  app.useBodyParser('json', { limit: Math.max(100 * 1024, config.limits.maxMessageBytes * 2 + 64 * 1024) });
+  setupOpenApi(app);
   if (config.migrateOnStart) {
     const { applied } = await applyMigrations(config.databaseUrl, {
       log: (line: string) => logger.log(line, 'Migrations'),

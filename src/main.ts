@@ -19,6 +19,13 @@ async function main(): Promise<void> {
     throw error;
   }
 
+  // Last line of defence: a stray rejection is logged, never a crash of every client's socket.
+  process.on('unhandledRejection', (reason) => {
+    new Logger('Process').error(
+      `unhandled rejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}`,
+    );
+  });
+
   const app = await createApp(config);
   await app.listen(config.port, config.host);
   const logger = new Logger('Main');

@@ -33,6 +33,10 @@ export class AppConfig {
   readonly limits!: { maxMessageBytes: number; maxBatch: number };
   /** Entries one device's offline queue holds at most; past it the oldest are dropped. */
   readonly offlineQueueMax!: number;
+  /** How long a socket stays online in Redis without its instance refreshing it. */
+  readonly presenceTtlMs!: number;
+  /** Typing ends by itself after timeoutMs; relays are at most one per coalesceMs. */
+  readonly typing!: { timeoutMs: number; coalesceMs: number };
   readonly logLevel!: LogLevel;
 
   constructor(values: AppConfigValues) {

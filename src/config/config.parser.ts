@@ -66,6 +66,8 @@ export function parseEnv(env: Record<string, string | undefined>): AppConfig {
     migrateOnStart: e.MIGRATE_ON_START,
     limits: { maxMessageBytes: e.MAX_MESSAGE_BYTES, maxBatch: e.MAX_BATCH },
     offlineQueueMax: e.OFFLINE_QUEUE_MAX,
+    presenceTtlMs: e.PRESENCE_TTL_MS,
+    typing: { timeoutMs: e.TYPING_TIMEOUT_MS, coalesceMs: e.TYPING_COALESCE_MS },
     logLevel: e.LOG_LEVEL,
   });
 }

@@ -136,6 +136,9 @@ export const envSchema = z.object({
   MAX_MESSAGE_BYTES: positiveInt(65_536, 1_048_576),
   MAX_BATCH: positiveInt(100, 1_000),
   OFFLINE_QUEUE_MAX: positiveInt(50_000, 10_000_000),
+  PRESENCE_TTL_MS: positiveInt(30_000, 3_600_000),
+  TYPING_TIMEOUT_MS: positiveInt(6_000, 600_000),
+  TYPING_COALESCE_MS: positiveInt(1_000, 60_000),
   LOG_LEVEL: optionalText.pipe(
     z
       .enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` })

@@ -5,7 +5,12 @@ import { Injectable } from '@nestjs/common';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { CryptoService } from '../crypto/crypto.service.js';
 import { DevicesRepository } from '../devices/devices.repository.js';
-import { ConversationsRepository, type ConversationRecord } from './conversations.repository.js';
+import {
+  ConversationsRepository,
+  type ConversationRecord,
+  type ConversationSummary,
+  type ListPosition,
+} from './conversations.repository.js';
 
 export interface CreateConversationInput {
   kind: 'direct' | 'group';
@@ -13,6 +18,14 @@ export interface CreateConversationInput {
   title?: string;
   encryption?: 'server' | 'e2e';
 }
+
+/** A page of a member's conversations; `nextCursor` is null on the last page. */
+export interface ConversationPage {
+  conversations: ConversationSummary[];
+  nextCursor: string | null;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Creating and reading conversations; shared by REST and tests. */
 @Injectable()
@@ -81,4 +94,57 @@ export class ConversationsService {
     if (!conversation) throw new AppError(ErrorCode.NotFound, 'no such conversation');
     return conversation;
   }
+
+  /**
+   * The conversation with its members, as `userId` may see it: a member only (else
+   * `forbidden`). A null `userId` (a service acting for no user) sees any conversation.
+   */
+  async getFor(userId: string | null, conversationId: string): Promise<ConversationRecord> {
+    const conversation = await this.get(conversationId);
+    if (userId !== null && !conversation.members.some((member) => member.userId === userId)) {
+      throw AppError.forbidden('not a member of this conversation');
+    }
+    return conversation;
+  }
+
+  /**
+   * `userId`'s conversations, newest activity first, `limit` at a time. The cursor is
+   * opaque to clients: the last item's position (last activity, id), base64url-encoded.
+   */
+  async listFor(userId: string, page: { cursor?: string; limit: number }): Promise<ConversationPage> {
+    const after = page.cursor === undefined ? null : decodeCursor(page.cursor);
+    const rows = await this.conversations.listForUser(userId, after, page.limit + 1);
+    const conversations = rows.slice(0, page.limit);
+    const last = conversations[conversations.length - 1];
+    return {
+      conversations,
+      nextCursor:
+        rows.length > page.limit && last ? encodeCursor({ lastActivityAt: last.lastActivityAt, id: last.id }) : null,
+    };
+  }
+}
+
+function encodeCursor(position: ListPosition): string {
+  return Buffer.from(JSON.stringify([position.lastActivityAt.getTime(), position.id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): ListPosition {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    value = undefined;
+  }
+  if (
+    Array.isArray(value) &&
+    value.length === 2 &&
+    Number.isSafeInteger(value[0]) &&
+    typeof value[1] === 'string' &&
+    UUID.test(value[1])
+  ) {
+    return { lastActivityAt: new Date(value[0] as number), id: value[1] };
+  }
+  throw AppError.badRequest('cursor is not valid: pass the nextCursor of the previous page', {
+    problems: [{ path: 'cursor', message: 'not a cursor this service issued' }],
+  });
 }

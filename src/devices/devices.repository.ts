@@ -7,6 +7,29 @@ export interface DeviceRef {
   deviceId: string;
 }
 
+export type Platform = 'ios' | 'android' | 'web';
+export type ApnsEnvironment = 'sandbox' | 'production';
+
+/** A registered device as stored. */
+export interface DeviceRecord extends DeviceRef {
+  platform: Platform | null;
+  apnsToken: string | null;
+  apnsTopic: string | null;
+  apnsEnvironment: ApnsEnvironment | null;
+  publicKey: string | null;
+  createdAt: Date;
+  lastSeenAt: Date;
+}
+
+/** A registration: `platform` always; each other field is set (a value), cleared (null) or kept (undefined). */
+export interface DeviceRegistration {
+  platform: Platform;
+  apnsToken?: string | null;
+  apnsTopic?: string | null;
+  apnsEnvironment?: ApnsEnvironment | null;
+  publicKey?: string | null;
+}
+
 /** Devices and their per-conversation delivery cursors in PostgreSQL. */
 @Injectable()
 export class DevicesRepository {
@@ -42,6 +65,48 @@ export class DevicesRepository {
       FROM devices d JOIN conversations c ON c.id = ${conversationId}::uuid
       WHERE d.user_id = ${userId}
       ON CONFLICT DO NOTHING`;
+  }
+
+  /**
+   * Registers a device or updates its registration (REST). Fields left undefined keep
+   * their stored value. Returns the row and whether it was created.
+   */
+  async register(
+    userId: string,
+    deviceId: string,
+    registration: DeviceRegistration,
+  ): Promise<{ device: DeviceRecord; created: boolean }> {
+    const keep = (value: unknown) => value === undefined;
+    const { platform, apnsToken, apnsTopic, apnsEnvironment, publicKey } = registration;
+    const rows = await this.prisma.$queryRaw<(DeviceRow & { created: boolean })[]>`
+      INSERT INTO devices (user_id, device_id, platform, apns_token, apns_topic, apns_environment, public_key)
+      VALUES (${userId}, ${deviceId}, ${platform}::"Platform", ${apnsToken ?? null}, ${apnsTopic ?? null},
+              ${apnsEnvironment ?? null}::"ApnsEnvironment", ${publicKey ?? null})
+      ON CONFLICT (user_id, device_id) DO UPDATE SET
+        platform = EXCLUDED.platform,
+        apns_token = CASE WHEN ${keep(apnsToken)} THEN devices.apns_token ELSE EXCLUDED.apns_token END,
+        apns_topic = CASE WHEN ${keep(apnsTopic)} THEN devices.apns_topic ELSE EXCLUDED.apns_topic END,
+        apns_environment = CASE WHEN ${keep(apnsEnvironment)} THEN devices.apns_environment ELSE EXCLUDED.apns_environment END,
+        public_key = CASE WHEN ${keep(publicKey)} THEN devices.public_key ELSE EXCLUDED.public_key END,
+        last_seen_at = now()
+      RETURNING *, (xmax = 0) AS created`;
+    return { device: toDeviceRecord(rows[0]), created: rows[0].created };
+  }
+
+  /** Deletes a device (its delivery cursors cascade); false when there was none. */
+  async remove(userId: string, deviceId: string): Promise<boolean> {
+    const deleted = await this.prisma.$executeRaw`
+      DELETE FROM devices WHERE user_id = ${userId} AND device_id = ${deviceId}`;
+    return deleted > 0;
+  }
+
+  /** The public keys of a user's devices that have one, by deviceId. */
+  async publicKeysOf(userId: string): Promise<{ deviceId: string; publicKey: string }[]> {
+    const rows = await this.prisma.$queryRaw<{ device_id: string; public_key: string }[]>`
+      SELECT device_id, public_key FROM devices
+      WHERE user_id = ${userId} AND public_key IS NOT NULL
+      ORDER BY device_id`;
+    return rows.map((row) => ({ deviceId: row.device_id, publicKey: row.public_key }));
   }
 
   async devicesOf(userIds: readonly string[]): Promise<DeviceRef[]> {
@@ -88,6 +153,30 @@ export class DevicesRepository {
     }));
   }
 }
+
+interface DeviceRow {
+  user_id: string;
+  device_id: string;
+  platform: Platform | null;
+  apns_token: string | null;
+  apns_topic: string | null;
+  apns_environment: ApnsEnvironment | null;
+  public_key: string | null;
+  created_at: Date;
+  last_seen_at: Date;
+}
+
+const toDeviceRecord = (row: DeviceRow): DeviceRecord => ({
+  userId: row.user_id,
+  deviceId: row.device_id,
+  platform: row.platform,
+  apnsToken: row.apns_token,
+  apnsTopic: row.apns_topic,
+  apnsEnvironment: row.apns_environment,
+  publicKey: row.public_key,
+  createdAt: row.created_at,
+  lastSeenAt: row.last_seen_at,
+});
 
 /** One message waiting in a device's offline queue. */
 export interface PendingEntry {

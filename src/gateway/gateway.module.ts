@@ -1,13 +1,15 @@
 import { Module } from '@nestjs/common';
 
 import { DevicesModule } from '../devices/devices.module.js';
+import { ConversationsModule } from '../conversations/conversations.module.js';
 import { MessagesModule } from '../messages/messages.module.js';
+import { PresenceModule } from '../presence/presence.module.js';
 import { MessagingGateway } from './messaging.gateway.js';
 import { RequestDispatcher } from './request-dispatcher.js';
 import { SessionService } from './session.service.js';
 
 @Module({
-  imports: [MessagesModule, DevicesModule],
+  imports: [MessagesModule, DevicesModule, ConversationsModule, PresenceModule],
   providers: [MessagingGateway, SessionService, RequestDispatcher],
 })
 export class GatewayModule {}

@@ -1,8 +1,11 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
+import { createAdapter } from '@socket.io/redis-adapter';
+import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
+import type { RedisService } from '../redis/redis.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
 const ENVELOPE_BYTES = 64 * 1024;
@@ -13,24 +16,62 @@ const ENVELOPE_BYTES = 64 * 1024;
  * while a frame past the limit only closes its own connection; CORS from CORS_ORIGINS
  * (browsers' polling transport). Auth is by token, never cookies, so cross-site
  * WebSocket handshakes gain nothing.
+ *
+ * Rooms span instances through the Redis adapter (@socket.io/redis-adapter): an emit
+ * to a user or conversation room reaches sockets on every instance, and a removed
+ * member's sockets leave a room everywhere.
  */
 export class AppIoAdapter extends IoAdapter {
+  private readonly clients: Redis[] = [];
+
   constructor(
     app: INestApplicationContext,
     private readonly config: AppConfig,
+    private readonly redis: RedisService,
   ) {
     super(app);
   }
 
-  override createIOServer(port: number, options?: ServerOptions): Server {
+  override createIOServer(port: number, options?: Partial<ServerOptions>): Server {
     const origins = this.config.corsOrigins;
-    return super.createIOServer(port, {
+    const server = super.createIOServer(port, {
       ...options,
       maxHttpBufferSize: Math.ceil(this.config.limits.maxMessageBytes * 2) + ENVELOPE_BYTES,
       pingInterval: 25_000,
       pingTimeout: 20_000,
       connectTimeout: 10_000,
       cors: origins.length > 0 ? { origin: origins.includes('*') ? true : origins, credentials: true } : undefined,
-    } as ServerOptions);
+    } as ServerOptions) as Server;
+    const pub = this.redis.duplicate();
+    const sub = this.redis.duplicate();
+    // Outages are reported by the main connection and readiness; these just reconnect.
+    for (const client of [pub, sub]) client.on('error', () => undefined);
+    this.clients.push(pub, sub);
+    server.adapter(createAdapter(publishSafely(pub), sub, { key: 'sio' }));
+    return server;
   }
+
+  override async close(server: Server): Promise<void> {
+    await super.close(server);
+    await Promise.all(this.clients.map((client) => client.quit().catch(() => client.disconnect())));
+  }
+}
+
+/**
+ * The adapter does not catch failed publishes; while Redis is down they would reject
+ * unhandled. Other instances miss those broadcasts (local sockets were already served).
+ */
+function publishSafely(client: Redis): Redis {
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      if (property === 'publish' || property === 'spublish') {
+        return (...args: unknown[]) =>
+          (Reflect.get(target, property, receiver) as (...a: unknown[]) => Promise<unknown>)
+            .apply(target, args)
+            .catch(() => 0);
+      }
+      const value = Reflect.get(target, property, receiver) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }

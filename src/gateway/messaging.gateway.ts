@@ -14,14 +14,19 @@ import { DeliveryService } from '../messages/delivery.service.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { RealtimeService, type RealtimeNamespace } from '../realtime/realtime.service.js';
 import { ErrorCode } from '../common/app-error.js';
+import { ReadMarksService } from '../conversations/read-marks.service.js';
+import { ConversationStreamsService, type StreamCaller } from '../presence/conversation-streams.service.js';
 import {
   ackSchema,
   authSchema,
+  conversationRefSchema,
   getUnackedSchema,
   historySchema,
   parsePayload,
   pingSchema,
+  readSchema,
   sendSchema,
+  typingSchema,
 } from './event.schemas.js';
 import { handshakeMiddleware } from './handshake.middleware.js';
 import { RequestDispatcher, type EventHandlers } from './request-dispatcher.js';
@@ -44,12 +49,31 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     private readonly messages: MessagesService,
     private readonly delivery: DeliveryService,
     private readonly dispatcher: RequestDispatcher,
+    private readonly streams: ConversationStreamsService,
+    private readonly readMarks: ReadMarksService,
     config: AppConfig,
   ) {
     const { maxBatch } = config.limits;
     const ackPayload = ackSchema(maxBatch);
     const unackedPayload = getUnackedSchema(maxBatch);
+    const caller = (socket: AppSocket): StreamCaller => ({
+      userId: socket.data.userId,
+      deviceId: socket.data.deviceId,
+      socket,
+    });
     this.handlers = {
+      join: (socket, payload) =>
+        this.streams.join(caller(socket), parsePayload(conversationRefSchema, payload).conversationId),
+      leave: (socket, payload) =>
+        this.streams.leave(caller(socket), parsePayload(conversationRefSchema, payload).conversationId),
+      typing: (socket, payload) => {
+        const { conversationId, isTyping } = parsePayload(typingSchema, payload);
+        return this.streams.setTyping(caller(socket), conversationId, isTyping);
+      },
+      read: (socket, payload) => {
+        const { conversationId, seq } = parsePayload(readSchema, payload);
+        return this.readMarks.markRead(socket.data.userId, conversationId, seq);
+      },
       send: (socket, payload) =>
         this.messages.send(
           { userId: socket.data.userId, deviceId: socket.data.deviceId, socketId: socket.id },
@@ -92,6 +116,8 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
   }
 
   handleDisconnect(socket: AppSocket): void {
-    this.sessions.close(socket, socket.data.userId !== undefined);
+    this.sessions.close(socket).catch((error: unknown) => {
+      this.logger.warn(`session cleanup failed: ${String(error)}`);
+    });
   }
 }

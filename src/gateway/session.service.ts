@@ -5,6 +5,8 @@ import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
 import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
 import { DeliveryService } from '../messages/delivery.service.js';
+import { PresenceService } from '../presence/presence.service.js';
+import { TypingService } from '../presence/typing.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import {
@@ -28,12 +30,15 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class SessionService {
   private readonly logger = new Logger(SessionService.name);
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+  private readonly opened = new Set<string>();
 
   constructor(
     private readonly devices: DevicesRepository,
     private readonly delivery: DeliveryService,
     private readonly realtime: RealtimeService,
     private readonly metrics: MessagingMetrics,
+    private readonly presence: PresenceService,
+    private readonly typing: TypingService,
     private readonly config: AppConfig,
   ) {}
 
@@ -50,6 +55,7 @@ export class SessionService {
     await socket.join([rooms.user(userId), rooms.device(userId, deviceId)]);
     this.scheduleExpiry(socket);
     this.metrics.connections.inc();
+    this.opened.add(socket.id);
     const session: SessionPayload = {
       userId,
       deviceId,
@@ -60,13 +66,18 @@ export class SessionService {
       limits: { ...this.config.limits },
     };
     socket.emit('session', session);
+    await this.presence.connected(userId, deviceId, socket.id);
+    // It may have gone while we were setting up: then close() ran before connected().
+    if (socket.disconnected) await this.presence.disconnected(socket.id);
   }
 
-  close(socket: AppSocket, opened: boolean): void {
+  async close(socket: AppSocket): Promise<void> {
     const timer = this.expiryTimers.get(socket.id);
     if (timer) clearTimeout(timer);
     this.expiryTimers.delete(socket.id);
-    if (opened) this.metrics.connections.dec();
+    this.typing.socketGone(socket.id);
+    if (this.opened.delete(socket.id)) this.metrics.connections.dec();
+    await this.presence.disconnected(socket.id);
   }
 
   /** Swaps in a fresh token's expiry (`auth` event). */

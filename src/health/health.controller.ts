@@ -1,4 +1,5 @@
-import { Controller, Get } from '@nestjs/common';
+import { Controller, Get, HttpStatus, Res, ServiceUnavailableException } from '@nestjs/common';
+import type { Response } from 'express';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { HealthCheck, HealthCheckService, HealthIndicatorService, type HealthCheckResult } from '@nestjs/terminus';
 
@@ -23,10 +24,23 @@ export class HealthController {
     return this.health.check([]);
   }
 
-  /** 200 when PostgreSQL and Redis answer; 503 naming each one that did not. */
+  /**
+   * 200 when PostgreSQL and Redis answer; 503 naming each one that did not, in
+   * Terminus's body (`{ status: 'error', info, error, details }`), answered here rather
+   * than by the API's error filter so the failing dependency stays visible.
+   */
   @Get('ready')
-  @HealthCheck()
-  ready(): Promise<HealthCheckResult> {
+  async ready(@Res({ passthrough: true }) response: Response): Promise<unknown> {
+    try {
+      return await this.check();
+    } catch (error) {
+      if (!(error instanceof ServiceUnavailableException)) throw error;
+      response.status(HttpStatus.SERVICE_UNAVAILABLE);
+      return error.getResponse();
+    }
+  }
+
+  private check(): Promise<HealthCheckResult> {
     return this.health.check([
       () =>
         this.indicators

@@ -6,6 +6,7 @@ import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
 import { DeliveryService } from './delivery.service.js';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec } from './message.codec.js';
+import { MessagesController } from './messages.controller.js';
 import { MessagesRepository } from './messages.repository.js';
 import { MessagesService } from './messages.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
@@ -13,6 +14,7 @@ import { OrderedEmitter } from './ordered-emitter.js';
 
 @Module({
   imports: [ConversationsModule, DevicesModule, OfflineQueueModule],
+  controllers: [MessagesController],
   providers: [
     MessagesRepository,
     MessageCodec,

@@ -187,6 +187,11 @@ export class OfflineQueueRepository {
     return refs;
   }
 
+  /** How many entries of one conversation the device's queue holds. */
+  conversationLength(device: DeviceRef, conversationId: string): Promise<number> {
+    return this.redis.client.zcard(`${keysOf(device).convPrefix}${conversationId}`);
+  }
+
   length(device: DeviceRef): Promise<number> {
     return this.redis.client.zcard(keysOf(device).z);
   }

@@ -55,6 +55,10 @@ export class OfflineQueueService {
     });
   }
 
+  async hasBacklog(device: DeviceRef, conversationId: string): Promise<boolean> {
+    return (await this.queues.conversationLength(device, conversationId)) > 0;
+  }
+
   length(device: DeviceRef): Promise<number> {
     return this.queues.length(device);
   }

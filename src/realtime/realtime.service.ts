@@ -4,9 +4,11 @@ import type { Namespace } from 'socket.io';
 import type {
   ClientToServerEvents,
   MembershipPayload,
+  PresencePayload,
   ReceiptPayload,
   ServerToClientEvents,
   SocketData,
+  TypingPayload,
   WireMessage,
 } from './realtime.types.js';
 import { rooms } from './realtime.types.js';
@@ -47,6 +49,37 @@ export class RealtimeService {
   emitMembership(conversationId: string, userIds: readonly string[], payload: MembershipPayload): void {
     if (!this.namespace) return;
     this.namespace.to([rooms.conversation(conversationId), ...userIds.map(rooms.user)]).emit('membership', payload);
+  }
+
+  /** Relays a receipt to the sockets joined to the conversation (its ephemeral stream). */
+  emitReceiptToConversation(receipt: ReceiptPayload): void {
+    if (!this.namespace) return;
+    this.namespace.to(rooms.conversation(receipt.conversationId)).emit('receipt', receipt);
+  }
+
+  /**
+   * Makes every socket of `userId` (on every node) leave the conversation's room, so it
+   * stops receiving its typing, presence and receipts (the user was removed).
+   */
+  leaveConversation(userId: string, conversationId: string): void {
+    if (!this.namespace) return;
+    this.namespace.in(rooms.user(userId)).socketsLeave(rooms.conversation(conversationId));
+  }
+
+  /** Disconnects the device's live socket, if any, on any node (the device was unregistered). */
+  disconnectDevice(userId: string, deviceId: string): void {
+    if (!this.namespace) return;
+    this.namespace.in(rooms.device(userId, deviceId)).disconnectSockets(true);
+  }
+
+  /** `presence` to a conversation's joined sockets, except the user's own. */
+  emitPresence(conversationId: string, payload: PresencePayload): void {
+    this.namespace?.to(rooms.conversation(conversationId)).except(rooms.user(payload.userId)).emit('presence', payload);
+  }
+
+  /** `typing` to a conversation's joined sockets, except the typing user's own. */
+  emitTyping(conversationId: string, payload: TypingPayload): void {
+    this.namespace?.to(rooms.conversation(conversationId)).except(rooms.user(payload.userId)).emit('typing', payload);
   }
 
   get server(): RealtimeNamespace | null {

@@ -1,0 +1,74 @@
+import { z } from 'zod';
+
+import { actingUserSchema, isoDateSchema, queryInt, userIdSchema } from '../http/common.schemas.js';
+import { dataOf } from '../http/openapi.js';
+
+/**
+ * Request and reply schemas of the message routes (REST). The field rules are the
+ * socket `send`/`history` ones (PROTOCOL.md section 1).
+ */
+
+const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const CONTENT_TYPE =
+  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[^"]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
+
+const seqSchema = z
+  .number({ error: 'must be a number' })
+  .int('must be a whole number')
+  .min(0, 'must be 0 or more')
+  .max(Number.MAX_SAFE_INTEGER);
+
+/** The sending device of every REST send: no real deviceId can contain '@'. */
+export const REST_SENDER_DEVICE_ID = '@rest';
+
+export const sendMessageBody = z.object({
+  clientMsgId: z
+    .string({ error: 'must be a string' })
+    .regex(CLIENT_ID, 'must match ^[A-Za-z0-9_-]{1,64}$')
+    .describe('makes the send idempotent per sender: resending it returns the original (200, duplicate: true)'),
+  body: z.string({ error: 'must be a string' }).optional().describe('text, for server-encrypted conversations'),
+  ciphertext: z
+    .string({ error: 'must be a base64 string' })
+    .optional()
+    .describe('base64 of the end-to-end encrypted bytes, for e2e conversations'),
+  contentType: z
+    .string({ error: 'must be a string' })
+    .max(255)
+    .regex(CONTENT_TYPE, 'must be a MIME type like text/plain')
+    .optional()
+    .describe('default text/plain'),
+  senderId: userIdSchema
+    .optional()
+    .describe('service tokens only (required for them): the user who sends; user tokens send as their sub'),
+});
+
+export const historyQuery = z.object({
+  beforeSeq: queryInt(0, Number.MAX_SAFE_INTEGER).optional().describe('only messages with a lower seq'),
+  afterSeq: queryInt(0, Number.MAX_SAFE_INTEGER).optional().describe('only messages with a higher seq'),
+  limit: queryInt(1, 100).optional().describe('page size, 1 to 100 (default 50)'),
+  userId: actingUserSchema,
+});
+
+export const messageSchema = z
+  .object({
+    id: z.string().describe('UUID'),
+    conversationId: z.string(),
+    seq: seqSchema.describe('counts from 1 in each conversation, no gaps'),
+    senderId: z.string(),
+    senderDeviceId: z.string().describe(`the sending device; '${REST_SENDER_DEVICE_ID}' for REST sends`),
+    clientMsgId: z.string(),
+    contentType: z.string(),
+    body: z.string().optional().describe('server-encrypted conversations'),
+    ciphertext: z.string().optional().describe('e2e conversations: base64'),
+    createdAt: isoDateSchema,
+  })
+  .meta({ id: 'Message' });
+
+export const sendReply = dataOf(
+  z.object({ message: messageSchema, duplicate: z.boolean().describe('true: the clientMsgId was already sent') }),
+);
+
+export const historyReply = z.object({
+  data: z.array(messageSchema).describe('ascending seq'),
+  hasMore: z.boolean().describe('more messages lie in the paging direction'),
+});

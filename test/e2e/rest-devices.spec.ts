@@ -1,0 +1,205 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { deviceKeysReply, deviceReply } from '../../src/devices/devices.schemas.js';
+import type { PageData } from '../../src/realtime/realtime.types.js';
+import { startTestApp, type TestApp } from '../support/app.js';
+import { connect, dataOf, mintToken, type TestClient } from '../support/clients.js';
+import { createConversation, userId } from '../support/fixtures.js';
+
+interface Reply {
+  status: number;
+  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+const APNS_TOKEN = 'a1'.repeat(32);
+const PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
+
+describe('REST devices', () => {
+  let service: TestApp;
+  let serviceToken: string;
+  const open: TestClient[] = [];
+
+  const call = async (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> => {
+    const headers: Record<string, string> = {};
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(`${service.url}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : undefined };
+  };
+  const as = (user: string) => mintToken(user);
+  const client = async (user: string, deviceId: string) => {
+    const c = await connect(service.url, user, { deviceId });
+    open.push(c);
+    return c;
+  };
+  const problemPaths = (reply: Reply) => (reply.body.error.details.problems as { path: string }[]).map((p) => p.path);
+
+  beforeAll(async () => {
+    service = await startTestApp();
+    serviceToken = await mintToken('push-service', { claims: { scope: 'service' } });
+  });
+
+  afterAll(async () => {
+    for (const c of open) c.close();
+    await service.close();
+  });
+
+  describe('PUT /v1/devices/:deviceId', () => {
+    it('registers (201) then updates (200), keeping fields left out and clearing nulls', async () => {
+      const alice = userId('alice');
+      const token = await as(alice);
+      const created = await call('PUT', '/v1/devices/iphone-1', token, {
+        platform: 'ios',
+        apnsToken: APNS_TOKEN,
+        apnsTopic: 'com.example.chat',
+        apnsEnvironment: 'sandbox',
+        publicKey: PUBLIC_KEY,
+      });
+      expect(created.status).toBe(201);
+      expect(deviceReply.parse(created.body).data).toMatchObject({
+        userId: alice,
+        deviceId: 'iphone-1',
+        platform: 'ios',
+        hasApnsToken: true,
+        apnsTopic: 'com.example.chat',
+        apnsEnvironment: 'sandbox',
+        publicKey: PUBLIC_KEY,
+      });
+      expect(created.body.data).not.toHaveProperty('apnsToken');
+
+      const updated = await call('PUT', '/v1/devices/iphone-1', token, {
+        platform: 'ios',
+        apnsEnvironment: 'production',
+      });
+      expect(updated.status).toBe(200);
+      expect(updated.body.data).toMatchObject({
+        apnsEnvironment: 'production',
+        hasApnsToken: true,
+        publicKey: PUBLIC_KEY,
+      });
+      const cleared = await call('PUT', '/v1/devices/iphone-1', token, {
+        platform: 'ios',
+        apnsToken: null,
+        publicKey: null,
+      });
+      expect(cleared.body.data).toMatchObject({ hasApnsToken: false, publicKey: null, apnsTopic: 'com.example.chat' });
+
+      const forBob = await call('PUT', '/v1/devices/web-1', serviceToken, { platform: 'web', userId: userId('bob') });
+      expect(forBob.status).toBe(201);
+    });
+
+    it('gives a registered device the messages sent from then on in its queue', async () => {
+      const alice = userId('alice');
+      const bob = userId('bob');
+      const id = await createConversation(service, alice, [bob]);
+      const token = await as(alice);
+      const send = async (clientMsgId: string) => {
+        const reply = await call('POST', `/v1/conversations/${id}/messages`, token, { clientMsgId, body: clientMsgId });
+        expect(reply.status).toBe(201);
+        return reply.body.data.message.id as string;
+      };
+      await send('before');
+      expect((await call('PUT', '/v1/devices/bob-ipad', await as(bob), { platform: 'ios' })).status).toBe(201);
+      const after = await send('after');
+      const ipad = await client(bob, 'bob-ipad');
+      expect(ipad.session.unacked).toBe(1);
+      expect(dataOf(await ipad.request<PageData>('get-unacked', {})).messages.map((m) => m.id)).toEqual([after]);
+    });
+
+    it('answers 400 listing each problem, 401 and 403', async () => {
+      const token = await as(userId('alice'));
+      const invalid = await call('PUT', '/v1/devices/d1', token, {
+        platform: 'symbian',
+        apnsToken: 'not-hex',
+        apnsEnvironment: 'staging',
+        publicKey: 'not base64!',
+      });
+      expect(invalid.status).toBe(400);
+      expect(problemPaths(invalid).sort()).toEqual(['apnsEnvironment', 'apnsToken', 'platform', 'publicKey']);
+      const tinyKey = await call('PUT', '/v1/devices/d1', token, { platform: 'web', publicKey: 'AAAA' });
+      expect(problemPaths(tinyKey)).toEqual(['publicKey']);
+      const hugeKey = await call('PUT', '/v1/devices/d1', token, {
+        platform: 'web',
+        publicKey: Buffer.alloc(8192).toString('base64'),
+      });
+      expect(problemPaths(hugeKey)).toEqual(['publicKey']);
+      const apnsOnAndroid = await call('PUT', '/v1/devices/d1', token, { platform: 'android', apnsToken: APNS_TOKEN });
+      expect(problemPaths(apnsOnAndroid)).toEqual(['apnsToken']);
+      const badId = await call('PUT', '/v1/devices/bad%20id', token, { platform: 'web' });
+      expect(badId.status).toBe(400);
+      expect(problemPaths(badId)).toEqual(['deviceId']);
+      expect((await call('PUT', '/v1/devices/d1', serviceToken, { platform: 'web' })).status).toBe(400);
+      expect((await call('PUT', '/v1/devices/d1', null, { platform: 'web' })).status).toBe(401);
+      expect((await call('PUT', '/v1/devices/d1', token, { platform: 'web', userId: 'someone-else' })).status).toBe(
+        403,
+      );
+    });
+  });
+
+  describe('DELETE /v1/devices/:deviceId', () => {
+    it('unregisters: drops its queue and disconnects its live socket', async () => {
+      const alice = userId('alice');
+      const bob = userId('bob');
+      const id = await createConversation(service, alice, [bob]);
+      const bobToken = await as(bob);
+      expect((await call('PUT', '/v1/devices/old-phone', bobToken, { platform: 'android' })).status).toBe(201);
+      const live = await client(bob, 'old-phone');
+      const kept = await client(bob, 'laptop');
+      await call('POST', `/v1/conversations/${id}/messages`, await as(alice), { clientMsgId: 'q1', body: 'q1' });
+      await live.waitForMessages(1);
+
+      const disconnected = new Promise<string>((resolve) => live.socket.once('disconnect', resolve));
+      const removed = await call('DELETE', '/v1/devices/old-phone', bobToken);
+      expect(removed.status).toBe(200);
+      expect(removed.body).toEqual({ data: { userId: bob, deviceId: 'old-phone' } });
+      expect(await disconnected).toBe('io server disconnect');
+      expect(kept.socket.connected).toBe(true);
+
+      const again = await call('DELETE', '/v1/devices/old-phone', bobToken);
+      expect(again.status).toBe(404);
+      expect(again.body.error.code).toBe('not_found');
+      // Connecting again makes it a new device: the message queued for the old one is gone.
+      const reborn = await client(bob, 'old-phone');
+      expect(reborn.session.unacked).toBe(0);
+    });
+
+    it('cannot reach another user’s device: 404; answers 400 and 401', async () => {
+      const alice = userId('alice');
+      const bob = userId('bob');
+      expect((await call('PUT', '/v1/devices/shared-name', await as(alice), { platform: 'web' })).status).toBe(201);
+      expect((await call('DELETE', '/v1/devices/shared-name', await as(bob))).status).toBe(404);
+      expect((await call('DELETE', `/v1/devices/shared-name?userId=${alice}`, await as(bob))).status).toBe(403);
+      expect((await call('DELETE', '/v1/devices/shared-name', serviceToken)).status).toBe(400);
+      expect((await call('DELETE', '/v1/devices/shared-name', null)).status).toBe(401);
+      expect((await call('DELETE', `/v1/devices/shared-name?userId=${alice}`, serviceToken)).status).toBe(200);
+    });
+  });
+
+  describe('GET /v1/users/:userId/devices/keys', () => {
+    it('lists the public keys of a user’s devices that have one, to any authenticated caller', async () => {
+      const carol = userId('carol');
+      const carolToken = await as(carol);
+      const otherKey = Buffer.alloc(32, 9).toString('base64');
+      await call('PUT', '/v1/devices/b-phone', carolToken, { platform: 'ios', publicKey: otherKey });
+      await call('PUT', '/v1/devices/a-laptop', carolToken, { platform: 'web', publicKey: PUBLIC_KEY });
+      await call('PUT', '/v1/devices/c-keyless', carolToken, { platform: 'web' });
+
+      const reply = await call('GET', `/v1/users/${carol}/devices/keys`, await as(userId('dave')));
+      expect(reply.status).toBe(200);
+      expect(deviceKeysReply.parse(reply.body).data).toEqual([
+        { deviceId: 'a-laptop', publicKey: PUBLIC_KEY },
+        { deviceId: 'b-phone', publicKey: otherKey },
+      ]);
+      expect((await call('GET', `/v1/users/${userId('nobody')}/devices/keys`, serviceToken)).body).toEqual({
+        data: [],
+      });
+      expect((await call('GET', `/v1/users/${carol}/devices/keys`, null)).status).toBe(401);
+      expect((await call('GET', `/v1/users/${'x'.repeat(129)}/devices/keys`, carolToken)).status).toBe(400);
+    });
+  });
+});
