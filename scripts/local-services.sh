@@ -475,13 +475,22 @@ cmd_status() {
   return "$code"
 }
 
+# Installs what is missing (redis-server; PostgreSQL's server if absent) without starting
+# anything: what CI runs first on a clean machine.
+cmd_install() {
+  find_pg_bin || ensure_pg_installed
+  ensure_redis_installed
+  log "PostgreSQL binaries: $PG_BIN; redis-server: $(command -v redis-server)"
+}
+
 usage() {
-  echo "usage: $0 start|stop|status|env" >&2
+  echo "usage: $0 install|start|stop|status|env" >&2
   exit 2
 }
 
 (($# == 1)) || usage
 case "$1" in
+  install) cmd_install ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;

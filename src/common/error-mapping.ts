@@ -23,6 +23,8 @@ const UNAVAILABLE_PATTERNS = [
   /MaxRetriesPerRequest/i,
   /Stream isn't writeable/i,
   /the database system is (starting|shutting) up/i,
+  /terminating connection due to administrator command/i,
+  /\b57P0[123]\b/,
 ];
 
 /** True when the error means a dependency (PostgreSQL, Redis) is down. */

@@ -6,6 +6,7 @@ import type { TokenVerifier } from '../auth/token-verifier.service.js';
 import type { SocketData } from '../realtime/realtime.types.js';
 
 const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+let connectionCounter = 0;
 
 /** An error that refuses a handshake: the client's connect_error gets `message` = code and `data`. */
 class HandshakeError extends Error {
@@ -45,6 +46,7 @@ export function handshakeMiddleware(verifier: TokenVerifier, newSessionId: () =>
           userId: identity.userId,
           deviceId,
           sessionId: newSessionId(),
+          connectedAt: Date.now() + (connectionCounter++ % 1000) / 1000,
           tokenExpiresAt: identity.expiresAt,
           isService: identity.isService,
         };

@@ -13,7 +13,7 @@ import { AppConfig } from '../config/app-config.js';
 import { DeliveryService } from '../messages/delivery.service.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { RealtimeService, type RealtimeNamespace } from '../realtime/realtime.service.js';
-import { ErrorCode } from '../common/app-error.js';
+import { AppError, ErrorCode } from '../common/app-error.js';
 import { ReadMarksService } from '../conversations/read-marks.service.js';
 import { ConversationStreamsService, type StreamCaller } from '../presence/conversation-streams.service.js';
 import {
@@ -109,6 +109,8 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     const ready = this.sessions.open(socket);
     this.dispatcher.bind(socket, this.handlers, ready);
     ready.catch((error: unknown) => {
+      // A newer connection of the same device won the race: already told and cut.
+      if (error instanceof AppError && error.code === ErrorCode.SessionReplaced) return;
       this.logger.warn(`session setup failed: ${String(error)}`);
       socket.emit('error', { code: ErrorCode.Unavailable, message: 'could not set up the session; retry later' });
       socket.disconnect(true);

@@ -52,7 +52,7 @@ export class SessionService {
     await this.devices.touch(userId, deviceId);
     await this.devices.ensureCursors(userId, deviceId);
     const unacked = await this.delivery.prepare({ userId, deviceId });
-    await socket.join([rooms.user(userId), rooms.device(userId, deviceId)]);
+    await socket.join(rooms.user(userId));
     this.scheduleExpiry(socket);
     this.metrics.connections.inc();
     this.opened.add(socket.id);
@@ -116,18 +116,32 @@ export class SessionService {
     return exp > Date.now() ? exp : exp + this.config.jwt.clockToleranceSec * 1000;
   }
 
-  /** One live socket per device: older ones (on any instance) get session_replaced and are cut. */
+  /**
+   * One live socket per device, on any instance: the newest connection wins. The new
+   * socket joins the device room first, then resolves every pair it sees (it replaces
+   * older ones and yields to a newer one), so connections racing each other still end
+   * with exactly one live socket.
+   */
   private async replaceOlderSockets(socket: AppSocket): Promise<void> {
     const server = this.realtime.server;
     if (!server) return;
-    const others = await server.in(rooms.device(socket.data.userId, socket.data.deviceId)).fetchSockets();
+    const room = rooms.device(socket.data.userId, socket.data.deviceId);
+    await socket.join(room);
+    const others = (await server.in(room).fetchSockets()).filter((other) => other.id !== socket.id);
+    const replaced = {
+      code: ErrorCode.SessionReplaced,
+      message: 'this device connected again elsewhere',
+    };
     for (const other of others) {
-      if (other.id === socket.id) continue;
-      other.emit('error', {
-        code: ErrorCode.SessionReplaced,
-        message: 'this device connected again elsewhere',
-      });
-      other.disconnect(true);
+      const otherData = other.data as Partial<SocketData>;
+      if ((otherData.connectedAt ?? 0) < socket.data.connectedAt) {
+        other.emit('error', replaced);
+        other.disconnect(true);
+      } else {
+        socket.emit('error', replaced);
+        socket.disconnect(true);
+        throw new AppError(ErrorCode.SessionReplaced, replaced.message);
+      }
     }
   }
 

@@ -117,6 +117,8 @@ export interface SocketData {
   userId: string;
   deviceId: string;
   sessionId: string;
+  /** Orders connections of one device: the newest one wins. */
+  connectedAt: number;
   tokenExpiresAt: Date;
   isService: boolean;
 }

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { deviceKeysReply, deviceReply } from '../../src/devices/devices.schemas.js';
 import type { PageData } from '../../src/realtime/realtime.types.js';
+import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, mintToken, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
@@ -106,6 +107,8 @@ describe('REST devices', () => {
       await send('before');
       expect((await call('PUT', '/v1/devices/bob-ipad', await as(bob), { platform: 'ios' })).status).toBe(201);
       const after = await send('after');
+      // Redis loses every queue: the device's is rebuilt from its delivery cursors in PostgreSQL.
+      await service.app.get(RedisService).client.flushdb();
       const ipad = await client(bob, 'bob-ipad');
       expect(ipad.session.unacked).toBe(1);
       expect(dataOf(await ipad.request<PageData>('get-unacked', {})).messages.map((m) => m.id)).toEqual([after]);
