@@ -41,7 +41,7 @@ export class AppIoAdapter extends IoAdapter {
       pingTimeout: 20_000,
       connectTimeout: 10_000,
       cors: origins.length > 0 ? { origin: origins.includes('*') ? true : origins, credentials: true } : undefined,
-    } as ServerOptions) as Server;
+    } as ServerOptions);
     const pub = this.redis.duplicate();
     const sub = this.redis.duplicate();
     // Outages are reported by the main connection and readiness; these just reconnect.

@@ -46,6 +46,11 @@ export class MessageCodec {
       seq: BigInt(row.seq),
       keyVersion: row.keyVersion,
     });
+    return this.toWire(key, row, content);
+  }
+
+  /** The wire form of a row whose content is already at hand (just stored, or just opened). */
+  toWire(key: ConversationKey, row: StoredMessage, content: Uint8Array): WireMessage {
     const wire: WireMessage = {
       id: row.id,
       conversationId: row.conversationId,

@@ -11,6 +11,7 @@ import { MessagesRepository } from './messages.repository.js';
 import { MessagesService } from './messages.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
 import { OrderedEmitter } from './ordered-emitter.js';
+import { SendBatcher } from './send-batcher.js';
 
 @Module({
   imports: [ConversationsModule, DevicesModule, OfflineQueueModule],
@@ -23,6 +24,7 @@ import { OrderedEmitter } from './ordered-emitter.js';
     DeliveryService,
     MessagingMetrics,
     OrderedEmitter,
+    SendBatcher,
   ],
   exports: [MessagesService, DeliveryService, MessagingMetrics, OrderedEmitter],
 })

@@ -127,6 +127,90 @@ export class MessagesRepository {
     }
   }
 
+  /**
+   * Stores a batch of messages in one transaction (group commit): one round trip finds
+   * clientMsgIds already stored, one assigns each conversation its next seqs (rows locked
+   * in id order), `seal` runs once per message with its seq, one multi-row INSERT stores
+   * them. Already-stored clientMsgIds take no seq and come back in `existing`. A unique
+   * violation (a concurrent duplicate on another instance) aborts the whole batch with
+   * `BatchConflict`, and the caller stores its messages one by one instead.
+   */
+  async insertBatch(
+    batch: readonly NewMessage[],
+    seal: (message: NewMessage, seq: number) => Sealed,
+  ): Promise<{ stored: StoredMessage[]; existing: SealedMessage[] }> {
+    try {
+      return await this.prisma.$transaction(async (tx) => {
+        const existing = await tx.$queryRaw<SealedRow[]>`
+          SELECT m.*, c.encryption, c.wrapped_key, c.key_version AS conversation_key_version
+          FROM messages m JOIN conversations c ON c.id = m.conversation_id
+          JOIN unnest(${batch.map((m) => m.senderId)}::text[], ${batch.map((m) => m.clientMsgId)}::text[]) AS k(sender_id, client_msg_id)
+            ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id`;
+        const taken = new Set(existing.map((row) => `${row.sender_id}\n${row.client_msg_id}`));
+        const fresh = batch.filter((m) => !taken.has(`${m.senderId}\n${m.clientMsgId}`));
+        if (fresh.length === 0) return { stored: [], existing: existing.map(toSealed) };
+
+        const counts = new Map<string, number>();
+        for (const m of fresh) counts.set(m.conversationId, (counts.get(m.conversationId) ?? 0) + 1);
+        const ids = [...counts.keys()].sort();
+        const next = await tx.$queryRaw<{ id: string; last_seq: bigint; at: Date }[]>`
+          WITH locked AS (
+            SELECT id FROM conversations WHERE id = ANY(${ids}::uuid[]) ORDER BY id FOR UPDATE
+          )
+          UPDATE conversations c
+          SET last_seq = c.last_seq + v.n,
+              last_activity_at = GREATEST(clock_timestamp(), c.last_activity_at + interval '1 millisecond')
+                                 + (v.n - 1) * interval '1 millisecond'
+          FROM unnest(${ids}::uuid[], ${ids.map((id) => counts.get(id) ?? 0)}::int[]) AS v(id, n), locked
+          WHERE c.id = v.id AND locked.id = v.id
+          RETURNING c.id, c.last_seq, c.last_activity_at AS at`;
+        const cursor = new Map(
+          next.map((row) => [
+            row.id,
+            {
+              seq: Number(row.last_seq) - (counts.get(row.id) ?? 0),
+              at: row.at.getTime() - ((counts.get(row.id) ?? 1) - 1),
+            },
+          ]),
+        );
+        const rows = fresh.map((m) => {
+          const position = cursor.get(m.conversationId);
+          if (!position) throw new Error(`conversation ${m.conversationId} vanished while storing`);
+          position.seq += 1;
+          const createdAt = new Date(position.at);
+          position.at += 1;
+          return { message: m, seq: position.seq, createdAt, sealed: seal(m, position.seq) };
+        });
+        await tx.$executeRaw`
+          INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, content_type,
+                                ciphertext, nonce, key_version, created_at)
+          SELECT * FROM unnest(
+            ${rows.map((r) => r.message.id)}::uuid[], ${rows.map((r) => r.message.conversationId)}::uuid[],
+            ${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.message.senderId)}::text[],
+            ${rows.map((r) => r.message.senderDeviceId)}::text[], ${rows.map((r) => r.message.clientMsgId)}::text[],
+            ${rows.map((r) => r.message.contentType)}::text[], ${rows.map((r) => Buffer.from(r.sealed.ciphertext))}::bytea[],
+            ${rows.map((r) => Buffer.from(r.sealed.nonce))}::bytea[], ${rows.map((r) => r.sealed.keyVersion)}::int[],
+            ${rows.map((r) => r.createdAt)}::timestamptz[])`;
+        return {
+          stored: rows.map((r) => ({
+            ...r.message,
+            seq: r.seq,
+            ciphertext: r.sealed.ciphertext,
+            nonce: r.sealed.nonce,
+            keyVersion: r.sealed.keyVersion,
+            createdAt: r.createdAt,
+          })),
+          existing: existing.map(toSealed),
+        };
+      });
+    } catch (error) {
+      if (/unique constraint|23505|deadlock|40P01/i.test(String((error as { message?: unknown }).message ?? error))) {
+        throw new BatchConflict();
+      }
+      throw error;
+    }
+  }
+
   async findByIds(ids: readonly string[]): Promise<SealedMessage[]> {
     if (ids.length === 0) return [];
     const rows = await this.prisma.$queryRaw<SealedRow[]>`
@@ -160,3 +244,6 @@ export class MessagesRepository {
 }
 
 class DuplicateClientMsgId extends Error {}
+
+/** A batch clashed with a concurrent writer (duplicate clientMsgId, deadlock): store one by one. */
+export class BatchConflict extends Error {}

@@ -9,7 +9,14 @@ import type { ConversationAccess } from '../conversations/conversations.reposito
 import type { SendData, WireMessage } from '../realtime/realtime.types.js';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec, type ConversationKey } from './message.codec.js';
-import { MessagesRepository, type SealedMessage } from './messages.repository.js';
+import {
+  BatchConflict,
+  MessagesRepository,
+  type NewMessage,
+  type SealedMessage,
+  type StoredMessage,
+} from './messages.repository.js';
+import { SendBatcher, type SendOutcome } from './send-batcher.js';
 import { OrderedEmitter } from './ordered-emitter.js';
 
 /** Who is sending: a user's device (socket), or a service/app over REST. */
@@ -65,6 +72,7 @@ export class MessagesService {
     private readonly codec: MessageCodec,
     private readonly fanout: MessageFanout,
     private readonly ordered: OrderedEmitter,
+    private readonly batcher: SendBatcher,
     private readonly config: AppConfig,
   ) {}
 
@@ -72,43 +80,61 @@ export class MessagesService {
   async send(sender: Sender, input: SendInput): Promise<SendData> {
     const access = await this.membership.requireMember(input.conversationId, sender.userId);
     const content = this.contentFor(access, input);
+    const key = keyOf(access);
+    const message: NewMessage = {
+      id: randomUUID(),
+      conversationId: access.id,
+      senderId: sender.userId,
+      senderDeviceId: sender.deviceId,
+      clientMsgId: input.clientMsgId,
+      contentType: input.contentType ?? 'text/plain',
+    };
 
-    const existing = await this.messages.findByClientMsgId(sender.userId, input.clientMsgId);
-    if (existing) return { message: this.duplicateOf(existing, input.conversationId), duplicate: true };
-
-    const id = randomUUID();
-    let reserved: number | undefined;
-    let stored;
+    let outcome: SendOutcome;
     try {
-      stored = await this.messages.insertNext(
-        {
-          id,
-          conversationId: access.id,
-          senderId: sender.userId,
-          senderDeviceId: sender.deviceId,
-          clientMsgId: input.clientMsgId,
-          contentType: input.contentType ?? 'text/plain',
-        },
-        (seq) => {
-          reserved = seq;
-          this.ordered.reserve(access.id, seq);
-          return this.codec.seal(keyOf(access), id, seq, content);
-        },
-      );
+      outcome = await this.batcher.submit({ message, seal: (seq) => this.codec.seal(key, message.id, seq, content) });
     } catch (error) {
-      if (reserved !== undefined) this.ordered.release(access.id, reserved);
+      if (!(error instanceof BatchConflict)) throw error;
+      outcome = await this.storeAlone(message, key, content);
+    }
+    switch (outcome.kind) {
+      case 'existing':
+        return { message: this.duplicateOf(outcome.existing, input.conversationId), duplicate: true };
+      case 'sibling':
+        if (outcome.stored.conversationId !== input.conversationId) {
+          throw new AppError(ErrorCode.Conflict, 'clientMsgId was already used for another conversation', {
+            clientMsgId: input.clientMsgId,
+          });
+        }
+        return { message: this.codec.toWire(key, outcome.stored, content), duplicate: true };
+      case 'stored': {
+        const wire = this.codec.toWire(key, outcome.stored, content);
+        await this.fanout.afterCommit(wire, sender);
+        return { message: wire, duplicate: false };
+      }
+    }
+  }
+
+  /** The one-message path, for when a batch clashed with a concurrent writer. */
+  private async storeAlone(message: NewMessage, key: ConversationKey, content: Uint8Array): Promise<SendOutcome> {
+    let reserved: number | undefined;
+    let stored: StoredMessage | null;
+    try {
+      stored = await this.messages.insertNext(message, (seq) => {
+        reserved = seq;
+        this.ordered.reserve(message.conversationId, seq);
+        return this.codec.seal(key, message.id, seq, content);
+      });
+    } catch (error) {
+      if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
       throw error;
     }
-    if (!stored) {
-      if (reserved !== undefined) this.ordered.release(access.id, reserved);
-      // A concurrent send with the same clientMsgId won the race: answer with its message.
-      const winner = await this.messages.findByClientMsgId(sender.userId, input.clientMsgId);
-      if (!winner) throw new Error('clientMsgId conflict without a stored message');
-      return { message: this.duplicateOf(winner, input.conversationId), duplicate: true };
-    }
-    const message = this.codec.open(keyOf(access), stored);
-    await this.fanout.afterCommit(message, sender);
-    return { message, duplicate: false };
+    if (stored) return { kind: 'stored', stored };
+    if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
+    // A concurrent send with the same clientMsgId won the race: answer with its message.
+    const winner = await this.messages.findByClientMsgId(message.senderId, message.clientMsgId);
+    if (!winner) throw new Error('clientMsgId conflict without a stored message');
+    return { kind: 'existing', existing: winner };
   }
 
   /** A page of a conversation's messages, ascending by seq. */

@@ -32,12 +32,6 @@ async function sendMany(
   return sent.sort((a, b) => a.seq - b.seq);
 }
 
-/** Pages through get-unacked without acking, oldest first, until it has seen `expected` messages. */
-async function readAllUnacked(client: TestClient, limit = 100): Promise<WireMessage[]> {
-  const page = dataOf(await client.request<PageData>('get-unacked', { limit }));
-  return page.messages;
-}
-
 /** Pages through the whole queue: read a page, ack it, repeat. Returns everything in order. */
 async function drain(client: TestClient, limit = 100): Promise<WireMessage[]> {
   const all: WireMessage[] = [];

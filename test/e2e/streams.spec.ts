@@ -37,7 +37,8 @@ describe('conversation streams: join, presence, typing, read', () => {
     const bobPhone = await client(bob, 'phone');
     await client(bob, 'tablet');
     const sender = await client(alice, 'laptop');
-    for (let n = 0; n < 3; n++) dataOf(await sender.request('send', { conversationId, clientMsgId: `j${n}`, body: 'x' }));
+    for (let n = 0; n < 3; n++)
+      dataOf(await sender.request('send', { conversationId, clientMsgId: `j${n}`, body: 'x' }));
     bobPhone.close();
     const bobAgain = await client(bob, 'phone');
 
@@ -53,9 +54,15 @@ describe('conversation streams: join, presence, typing, read', () => {
     expect(second.flags.resumed).toBe(true);
 
     const lonely = await createConversation(service, userId('carol'), []);
-    expect(await bobAgain.request('join', { conversationId: lonely })).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(await bobAgain.request('join', { conversationId: lonely })).toMatchObject({
+      ok: false,
+      error: { code: 'forbidden' },
+    });
     expect(dataOf(await bobAgain.request('leave', { conversationId }))).toEqual({});
-    expect(await bobAgain.request('leave', { conversationId: lonely })).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(await bobAgain.request('leave', { conversationId: lonely })).toMatchObject({
+      ok: false,
+      error: { code: 'forbidden' },
+    });
   });
 
   it('sends presence online on a user first connect and offline when the last device goes', async () => {
@@ -72,9 +79,14 @@ describe('conversation streams: join, presence, typing, read', () => {
     const tablet = await client(bob, 'tablet');
     phone.close();
     await settle();
-    expect(watcher.events.filter((e) => e.event === 'presence' && (e.payload as PresencePayload).status === 'offline')).toEqual([]);
+    expect(
+      watcher.events.filter((e) => e.event === 'presence' && (e.payload as PresencePayload).status === 'offline'),
+    ).toEqual([]);
 
-    const offline = watcher.waitForEvent<PresencePayload>('presence', (p) => p.userId === bob && p.status === 'offline');
+    const offline = watcher.waitForEvent<PresencePayload>(
+      'presence',
+      (p) => p.userId === bob && p.status === 'offline',
+    );
     tablet.close();
     expect(await offline).toEqual({ conversationId, userId: bob, status: 'offline' });
   });
@@ -123,14 +135,18 @@ describe('conversation streams: join, presence, typing, read', () => {
     const sender = await client(alice);
     const reader = await client(bob);
     dataOf(await sender.request('join', { conversationId }));
-    for (let n = 0; n < 5; n++) dataOf(await sender.request('send', { conversationId, clientMsgId: `r${n}`, body: 'x' }));
+    for (let n = 0; n < 5; n++)
+      dataOf(await sender.request('send', { conversationId, clientMsgId: `r${n}`, body: 'x' }));
 
     const receipt = sender.waitForEvent<ReceiptPayload>('receipt', (r) => r.status === 'read');
     expect(dataOf(await reader.request('read', { conversationId, seq: 4 }))).toEqual({ readSeq: 4 });
     expect(await receipt).toEqual({ conversationId, userId: bob, status: 'read', seq: 4 });
     expect(dataOf(await reader.request('read', { conversationId, seq: 2 }))).toEqual({ readSeq: 4 });
     expect(dataOf(await reader.request<JoinData>('join', { conversationId })).readSeq).toBe(4);
-    expect(await reader.request('read', { conversationId, seq: -1 })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await reader.request('read', { conversationId, seq: -1 })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request' },
+    });
   });
 });
 
@@ -149,7 +165,9 @@ describe('across instances', () => {
       await online;
       dataOf(await b.request('join', { conversationId }));
 
-      const { message } = dataOf(await a.request<{ message: unknown }>('send', { conversationId, clientMsgId: 'x1', body: 'hi' }));
+      const { message } = dataOf(
+        await a.request<{ message: unknown }>('send', { conversationId, clientMsgId: 'x1', body: 'hi' }),
+      );
       expect((await b.waitForMessages(1))[0]).toEqual(message);
       const typing = a.waitForEvent<TypingPayload>('typing', (t) => t.userId === bob);
       dataOf(await b.request('typing', { conversationId, isTyping: true }));
@@ -176,7 +194,8 @@ describe('across instances', () => {
       HOST: '127.0.0.1',
       DATABASE_URL: survivor.databaseUrl,
       REDIS_URL: survivor.redisUrl,
-      JWT_SECRET: survivor.config.jwt.key.kind === 'secret' ? new TextDecoder().decode(survivor.config.jwt.key.secret) : '',
+      JWT_SECRET:
+        survivor.config.jwt.key.kind === 'secret' ? new TextDecoder().decode(survivor.config.jwt.key.secret) : '',
       ENCRYPTION_KEYS: `1:${Buffer.from(survivor.config.encryption.keys[0].key).toString('base64')}`,
       MIGRATE_ON_START: 'false',
       LOG_LEVEL: 'error',
@@ -193,7 +212,11 @@ describe('across instances', () => {
       await watcher.waitForEvent<PresencePayload>('presence', (p) => p.userId === bob && p.status === 'online');
 
       doomed.child.kill('SIGKILL');
-      const offline = await watcher.waitForEvent<PresencePayload>('presence', (p) => p.userId === bob && p.status === 'offline', 10_000);
+      const offline = await watcher.waitForEvent<PresencePayload>(
+        'presence',
+        (p) => p.userId === bob && p.status === 'offline',
+        10_000,
+      );
       expect(offline).toEqual({ conversationId, userId: bob, status: 'offline' });
       watcher.close();
     } finally {

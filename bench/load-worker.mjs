@@ -1,0 +1,614 @@
+// A load-generator process, forked by bench/run.mjs. It holds socket.io-client sockets and
+// runs one step of a scenario per request from the orchestrator over IPC:
+//   parent → { id, op, args }      worker → { id, ok: true, result } | { id, ok: false, error }
+// Ops keep their sockets in module state between steps (setup, run, teardown), so the
+// orchestrator can line up every worker before it starts the clock.
+//
+// Targets: { kind: 'service', url, secret } (JWT per user, minted here) or
+// { kind: 'bare', url } (the bare relay: auth names the user and the rooms to join).
+import { SignJWT } from 'jose';
+import { io } from 'socket.io-client';
+
+import { Reservoir, clock } from './lib/stats.mjs';
+
+const RESERVOIR = 20_000;
+const BODY_PAD = 'x'.repeat(96);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------- sockets
+
+const tokenKeys = new Map();
+
+async function tokenFor(target, userId) {
+  if (target.kind !== 'service') return 'bare';
+  let key = tokenKeys.get(target.secret);
+  if (!key) {
+    key = new TextEncoder().encode(target.secret);
+    tokenKeys.set(target.secret, key);
+  }
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(userId)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + 3600)
+    .sign(key);
+}
+
+/**
+ * Connects one client (websocket transport only, no reconnection) and resolves once the
+ * server's `session` arrived, i.e. the connection is authenticated and fully set up.
+ */
+function connect(target, client, token, timeoutMs = 30_000) {
+  const auth =
+    target.kind === 'service'
+      ? { token, deviceId: client.deviceId }
+      : { userId: client.userId, deviceId: client.deviceId, rooms: client.rooms ?? [] };
+  const socket = io(`${target.url}/v1`, {
+    auth,
+    transports: ['websocket'],
+    forceNew: true,
+    reconnection: false,
+    timeout: timeoutMs,
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`no session within ${timeoutMs} ms`)), timeoutMs);
+    const fail = (error) => {
+      clearTimeout(timer);
+      socket.close();
+      reject(error);
+    };
+    socket.once('connect_error', (error) => fail(new Error(`connect_error: ${error.message}`)));
+    socket.once('session', (session) => {
+      clearTimeout(timer);
+      socket.off('connect_error');
+      resolve({ socket, session });
+    });
+  });
+}
+
+/** Runs `task` over `items` with at most `concurrency` at a time; returns results in order. */
+async function pool(items, concurrency, task) {
+  const results = new Array(items.length);
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await task(items[index], index);
+    }
+  });
+  await Promise.all(lanes);
+  return results;
+}
+
+async function connectAll(target, clients, concurrency) {
+  const tokens = await Promise.all(clients.map((client) => tokenFor(target, client.userId)));
+  return pool(clients, concurrency, async (client, index) => (await connect(target, client, tokens[index])).socket);
+}
+
+async function closeAll(sockets) {
+  for (const socket of sockets) socket.close();
+  await sleep(50);
+}
+
+/** emitWithAck with a timeout, resolving `{ ok, data | error }` (timeouts become ok: false). */
+function request(socket, event, payload, timeoutMs) {
+  return new Promise((resolve) => {
+    socket.timeout(timeoutMs).emit(event, payload, (error, reply) => {
+      if (error) resolve({ ok: false, error: { code: 'timeout', message: `${event}: no reply in ${timeoutMs} ms` } });
+      else resolve(reply ?? { ok: false, error: { code: 'empty', message: 'empty reply' } });
+    });
+  });
+}
+
+function bodyAt(time) {
+  return `${time.toFixed(3)}|${BODY_PAD}`;
+}
+
+function sentAtOf(message) {
+  const text = message?.body;
+  if (typeof text !== 'string') return null;
+  const time = Number(text.slice(0, text.indexOf('|')));
+  return Number.isFinite(time) ? time : null;
+}
+
+class ErrorTally {
+  constructor() {
+    this.count = 0;
+    this.byCode = {};
+  }
+
+  add(error) {
+    this.count += 1;
+    const code = error?.code ?? 'unknown';
+    this.byCode[code] = (this.byCode[code] ?? 0) + 1;
+  }
+}
+
+// ---------------------------------------------------------------------- one-to-one pairs
+
+/** Pairs of { conversationId, sender, receiver } with live sockets (throughput, latency). */
+let pairs = [];
+
+async function pairsSetup({ target, pairs: specs, concurrency = 32 }) {
+  const clients = specs.flatMap((spec) => [
+    { ...spec.sender, rooms: [spec.conversationId] },
+    { ...spec.receiver, rooms: [spec.conversationId] },
+  ]);
+  const sockets = await connectAll(target, clients, concurrency);
+  pairs = specs.map((spec, index) => ({
+    ...spec,
+    index,
+    senderSocket: sockets[index * 2],
+    receiverSocket: sockets[index * 2 + 1],
+  }));
+  return { pairs: pairs.length, sockets: sockets.length };
+}
+
+async function pairsTeardown() {
+  await closeAll(pairs.flatMap((pair) => [pair.senderSocket, pair.receiverSocket]));
+  const closed = pairs.length;
+  pairs = [];
+  return { closed };
+}
+
+/**
+ * Closed loop: each sender keeps `window` messages in flight, where a message stays in
+ * flight until all three steps completed: the send was acked (stored), the receiver got
+ * the live `message` (delivered), and the receiver's `ack` was answered (acked). Counts
+ * messages whose last step completed inside [start + warmup, start + duration].
+ */
+async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, timeoutMs, runId }) {
+  const start = clock();
+  const measureFrom = start + warmupMs;
+  const stopAt = start + durationMs;
+  const inWindow = (time) => time >= measureFrom && time <= stopAt;
+  const errors = new ErrorTally();
+  const totals = { sent: 0, stored: 0, delivered: 0, acked: 0, completed: 0 };
+  const windowed = { stored: 0, delivered: 0, acked: 0, completed: 0 };
+  const completion = new Reservoir(RESERVOIR);
+  let inFlight = 0;
+  let resolveIdle;
+  const idle = new Promise((resolve) => (resolveIdle = resolve));
+
+  const settle = (pair, record, failed) => {
+    if (record.done) return;
+    record.done = true;
+    pair.records.delete(record.clientMsgId);
+    pair.inFlight -= 1;
+    inFlight -= 1;
+    if (!failed) {
+      const now = clock();
+      totals.completed += 1;
+      if (inWindow(now)) {
+        windowed.completed += 1;
+        completion.add(now - record.sentAt);
+      }
+    }
+    pump(pair);
+    if (inFlight === 0 && clock() >= stopAt) resolveIdle();
+  };
+
+  const maybeComplete = (pair, record) => {
+    if (record.stored && record.acked) settle(pair, record, false);
+  };
+
+  const sendOne = (pair) => {
+    const sentAt = clock();
+    const clientMsgId = `${runId}-${pair.index}-${pair.next++}`;
+    const record = { clientMsgId, sentAt, stored: false, delivered: false, acked: false, done: false };
+    pair.records.set(clientMsgId, record);
+    pair.inFlight += 1;
+    inFlight += 1;
+    totals.sent += 1;
+    pair.senderSocket
+      .timeout(timeoutMs)
+      .emit('send', { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) }, (error, reply) => {
+        if (error || !reply?.ok) {
+          errors.add(error ? { code: 'timeout' } : reply?.error);
+          settle(pair, record, true);
+          return;
+        }
+        record.stored = true;
+        totals.stored += 1;
+        if (inWindow(clock())) windowed.stored += 1;
+        maybeComplete(pair, record);
+      });
+  };
+
+  const pump = (pair) => {
+    while (pair.inFlight < window && clock() < stopAt && totals.sent < maxMessages) sendOne(pair);
+  };
+
+  for (const pair of pairs) {
+    pair.records = new Map();
+    pair.inFlight = 0;
+    pair.next = 0;
+    pair.receiverSocket.off('message');
+    pair.receiverSocket.on('message', (message) => {
+      const record = pair.records.get(message.clientMsgId);
+      if (!record || record.delivered) return;
+      record.delivered = true;
+      totals.delivered += 1;
+      if (inWindow(clock())) windowed.delivered += 1;
+      pair.receiverSocket.timeout(timeoutMs).emit('ack', { messageIds: [message.id] }, (error, reply) => {
+        if (error || !reply?.ok) {
+          errors.add(error ? { code: 'timeout' } : reply?.error);
+          settle(pair, record, true);
+          return;
+        }
+        record.acked = true;
+        totals.acked += 1;
+        if (inWindow(clock())) windowed.acked += 1;
+        maybeComplete(pair, record);
+      });
+    });
+  }
+  for (const pair of pairs) pump(pair);
+
+  // Stop sending at stopAt (pump checks the clock on every completion); a pair whose
+  // window is stuck is caught by the per-request timeouts. Then wait for the stragglers.
+  await sleep(Math.max(0, stopAt - clock()));
+  if (inFlight > 0) await Promise.race([idle, sleep(timeoutMs + 1_000)]);
+  for (const pair of pairs) pair.receiverSocket.off('message');
+  const stuck = inFlight;
+  return {
+    windowSeconds: (stopAt - measureFrom) / 1000,
+    windowed,
+    totals,
+    stuck,
+    errors,
+    completion,
+  };
+}
+
+/**
+ * Open loop at a fixed offered rate (this worker's share), spread round-robin over its
+ * pairs. Latency = receipt of the live `message` at the receiver − the moment the sender
+ * emitted `send` (carried in the body, on the machine's shared clock). Receivers ack
+ * every message, as a client does.
+ */
+async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
+  const start = clock();
+  const measureFrom = start + warmupMs;
+  const stopAt = start + durationMs;
+  const delivery = [];
+  const stored = [];
+  const errors = new ErrorTally();
+  let sent = 0;
+  let received = 0;
+  let maxTickGapMs = 0;
+  let lastTick = start;
+
+  for (const pair of pairs) {
+    pair.receiverSocket.off('message');
+    pair.receiverSocket.on('message', (message) => {
+      const now = clock();
+      const sentAt = sentAtOf(message);
+      received += 1;
+      if (sentAt !== null && sentAt >= measureFrom && sentAt <= stopAt) delivery.push(now - sentAt);
+      pair.receiverSocket.timeout(timeoutMs).emit('ack', { messageIds: [message.id] }, (error, reply) => {
+        if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
+      });
+    });
+  }
+
+  const sendOne = (pair) => {
+    const sentAt = clock();
+    const clientMsgId = `${runId}-${pair.index}-${sent}`;
+    sent += 1;
+    pair.senderSocket
+      .timeout(timeoutMs)
+      .emit('send', { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) }, (error, reply) => {
+        if (error || !reply?.ok) {
+          errors.add(error ? { code: 'timeout' } : reply?.error);
+          return;
+        }
+        if (sentAt >= measureFrom) stored.push(clock() - sentAt);
+      });
+  };
+
+  await new Promise((resolve) => {
+    const tick = () => {
+      const now = clock();
+      maxTickGapMs = Math.max(maxTickGapMs, now - lastTick);
+      lastTick = now;
+      if (now >= stopAt) {
+        resolve();
+        return;
+      }
+      const due = Math.floor(((now - start) * rate) / 1000);
+      while (sent < due) sendOne(pairs[sent % pairs.length]);
+      setTimeout(tick, 1);
+    };
+    tick();
+  });
+  // Let the last messages arrive (bounded).
+  const deadline = clock() + Math.min(timeoutMs, 5_000);
+  while (received < sent && clock() < deadline) await sleep(20);
+  for (const pair of pairs) pair.receiverSocket.off('message');
+  return {
+    sent,
+    received,
+    offeredPerSecond: rate,
+    achievedPerSecond: sent / (durationMs / 1000),
+    maxTickGapMs,
+    delivery,
+    stored,
+    errors,
+  };
+}
+
+// ---------------------------------------------------------------------- idle connections
+
+let idleSockets = [];
+
+/** Opens `count` authenticated sockets, one user each; resolves once every `session` came. */
+async function connectionsOpen({ target, prefix, from, count, concurrency }) {
+  const clients = Array.from({ length: count }, (_, i) => ({ userId: `${prefix}${from + i}`, deviceId: 'd1' }));
+  const tokens = await Promise.all(clients.map((client) => tokenFor(target, client.userId)));
+  const errors = new ErrorTally();
+  const startedAt = clock();
+  const sockets = await pool(clients, concurrency, async (client, index) => {
+    try {
+      return (await connect(target, client, tokens[index])).socket;
+    } catch (error) {
+      errors.add({ code: error.message.slice(0, 60) });
+      return null;
+    }
+  });
+  const finishedAt = clock();
+  idleSockets = sockets.filter(Boolean);
+  return { opened: idleSockets.length, startedAt, finishedAt, errors };
+}
+
+async function connectionsClose() {
+  const closed = idleSockets.length;
+  await closeAll(idleSockets);
+  idleSockets = [];
+  return { closed };
+}
+
+// ----------------------------------------------------------------------------- drain
+
+/**
+ * Offline drain: the receiving device connects once (so it is known), goes offline; the
+ * sender stores `count` messages (window in flight); then the device connects and pages
+ * through get-unacked (limit = session.limits.maxBatch), acking each page.
+ */
+async function drainRun({ target, conversationId, sender, receiver, count, window, timeoutMs, runId }) {
+  const rooms = [conversationId];
+  const receiverToken = await tokenFor(target, receiver.userId);
+  const first = await connect(target, { ...receiver, rooms }, receiverToken);
+  first.socket.close();
+  await sleep(200); // let the server see the disconnect before messages are sent
+
+  const { socket: senderSocket } = await connect(target, { ...sender, rooms }, await tokenFor(target, sender.userId));
+  const errors = new ErrorTally();
+  const fillStart = clock();
+  let sent = 0;
+  let stored = 0;
+  await new Promise((resolve) => {
+    let inFlight = 0;
+    const pump = () => {
+      while (inFlight < window && sent < count) {
+        const clientMsgId = `${runId}-drain-${sent}`;
+        sent += 1;
+        inFlight += 1;
+        senderSocket
+          .timeout(timeoutMs)
+          .emit('send', { conversationId, clientMsgId, body: bodyAt(clock()) }, (error, reply) => {
+            inFlight -= 1;
+            if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
+            else stored += 1;
+            if (sent >= count && inFlight === 0) resolve();
+            else pump();
+          });
+      }
+    };
+    pump();
+  });
+  const fillSeconds = (clock() - fillStart) / 1000;
+  senderSocket.close();
+  await sleep(200);
+
+  // The clock runs from the connect call to the reply to the ack that empties the queue.
+  const connectAt = clock();
+  const { socket, session } = await connect(target, { ...receiver, rooms }, receiverToken);
+  const sessionAt = clock();
+  const maxBatch = session.limits?.maxBatch ?? 100;
+  const seen = new Set();
+  let pages = 0;
+  let lastSeq = 0;
+  let inOrder = true;
+  let drainedAt = null;
+  for (let guard = 0; guard < Math.ceil(count / maxBatch) * 3 + 10; guard += 1) {
+    const page = await request(socket, 'get-unacked', { limit: maxBatch }, timeoutMs);
+    if (!page.ok) {
+      errors.add(page.error);
+      break;
+    }
+    const messages = page.data.messages;
+    if (messages.length === 0) {
+      drainedAt = clock();
+      break;
+    }
+    pages += 1;
+    for (const message of messages) {
+      if (message.seq <= lastSeq) inOrder = false;
+      lastSeq = message.seq;
+      seen.add(message.id);
+    }
+    const acked = await request(socket, 'ack', { messageIds: messages.map((message) => message.id) }, timeoutMs);
+    if (!acked.ok) {
+      errors.add(acked.error);
+      break;
+    }
+    if (!page.data.hasMore) {
+      drainedAt = clock();
+      break;
+    }
+  }
+  // Outside the timed part: the queue must now be empty.
+  const check = await request(socket, 'get-unacked', { limit: maxBatch }, timeoutMs);
+  socket.close();
+  return {
+    count,
+    stored,
+    fillSeconds,
+    fillPerSecond: stored / fillSeconds,
+    sessionUnacked: session.unacked,
+    maxBatch,
+    connectSeconds: (sessionAt - connectAt) / 1000,
+    drainSeconds: drainedAt === null ? null : (drainedAt - connectAt) / 1000,
+    pages,
+    received: seen.size,
+    inOrder,
+    leftAfter: check.ok ? check.data.messages.length : null,
+    errors,
+  };
+}
+
+// ------------------------------------------------------------------------------ fan-out
+
+let fan = { sender: null, receivers: [] };
+
+async function fanoutSetup({ target, conversationId, sender, receivers, concurrency = 32 }) {
+  const rooms = [conversationId];
+  const clients = receivers.map((receiver) => ({ ...receiver, rooms }));
+  const sockets = await connectAll(target, clients, concurrency);
+  fan = { conversationId, sender: null, receivers: sockets };
+  if (sender) {
+    fan.sender = (await connect(target, { ...sender, rooms }, await tokenFor(target, sender.userId))).socket;
+  }
+  return { receivers: sockets.length, sender: Boolean(sender) };
+}
+
+async function fanoutTeardown() {
+  await closeAll([...fan.receivers, ...(fan.sender ? [fan.sender] : [])]);
+  fan = { sender: null, receivers: [] };
+  return {};
+}
+
+/**
+ * The sender (in one worker) keeps `window` messages in flight, where a message stays in
+ * flight until its send was acked and every receiver of the sender's own worker got it
+ * (so the relay cannot run ahead of its readers). Every worker counts the deliveries its
+ * receivers got inside [start + warmup, start + duration].
+ */
+async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs, runId }) {
+  const start = clock();
+  const measureFrom = start + warmupMs;
+  const stopAt = start + durationMs;
+  const localReceivers = fan.receivers.length;
+  const records = new Map();
+  const latency = new Reservoir(RESERVOIR);
+  const errors = new ErrorTally();
+  let deliveries = 0;
+  let deliveriesInWindow = 0;
+  let sent = 0;
+  let stored = 0;
+  let inFlight = 0;
+
+  const release = (record) => {
+    if (record.done) return;
+    record.done = true;
+    records.delete(record.clientMsgId);
+    inFlight -= 1;
+    pump();
+  };
+  const maybeRelease = (record) => {
+    if (record.stored && record.received >= localReceivers) release(record);
+  };
+  const pump = () => {
+    if (!fan.sender) return;
+    while (inFlight < window && clock() < stopAt && sent < maxMessages) {
+      const sentAt = clock();
+      const clientMsgId = `${runId}-fan-${sent}`;
+      const record = { clientMsgId, stored: false, received: 0, done: false };
+      records.set(clientMsgId, record);
+      sent += 1;
+      inFlight += 1;
+      fan.sender
+        .timeout(timeoutMs)
+        .emit('send', { conversationId: fan.conversationId, clientMsgId, body: bodyAt(sentAt) }, (error, reply) => {
+          if (error || !reply?.ok) {
+            errors.add(error ? { code: 'timeout' } : reply?.error);
+            release(record);
+            return;
+          }
+          stored += 1;
+          record.stored = true;
+          maybeRelease(record);
+        });
+    }
+  };
+
+  for (const socket of fan.receivers) {
+    socket.off('message');
+    socket.on('message', (message) => {
+      const now = clock();
+      deliveries += 1;
+      if (now >= measureFrom && now <= stopAt) {
+        deliveriesInWindow += 1;
+        const sentAt = sentAtOf(message);
+        if (sentAt !== null) latency.add(now - sentAt);
+      }
+      const record = records.get(message.clientMsgId);
+      if (record) {
+        record.received += 1;
+        maybeRelease(record);
+      }
+    });
+  }
+  pump();
+  await sleep(Math.max(0, stopAt - clock()));
+  // A window stuck on a lost delivery would stall the sender; the time bound ends it anyway.
+  const deadline = clock() + Math.min(timeoutMs, 5_000);
+  while (inFlight > 0 && clock() < deadline) await sleep(20);
+  for (const socket of fan.receivers) socket.off('message');
+  return {
+    windowSeconds: (stopAt - measureFrom) / 1000,
+    receivers: localReceivers,
+    deliveries,
+    deliveriesInWindow,
+    sent,
+    stored,
+    stuck: inFlight,
+    latency,
+    errors,
+  };
+}
+
+// ---------------------------------------------------------------------------------- IPC
+
+const ops = {
+  'pairs.setup': pairsSetup,
+  'pairs.throughput': pairsThroughput,
+  'pairs.latency': pairsLatency,
+  'pairs.teardown': pairsTeardown,
+  'connections.open': connectionsOpen,
+  'connections.close': connectionsClose,
+  'drain.run': drainRun,
+  'fanout.setup': fanoutSetup,
+  'fanout.run': fanoutRun,
+  'fanout.teardown': fanoutTeardown,
+};
+
+process.on('message', (message) => {
+  const { id, op, args } = message ?? {};
+  const handler = ops[op];
+  if (!handler) {
+    process.send?.({ id, ok: false, error: `unknown op ${op}` });
+    return;
+  }
+  Promise.resolve()
+    .then(() => handler(args ?? {}))
+    .then(
+      (result) => process.send?.({ id, ok: true, result }),
+      (error) => process.send?.({ id, ok: false, error: error?.stack ?? String(error) }),
+    );
+});
+
+// The orchestrator went away (error, Ctrl-C): nothing of ours may outlive it.
+process.on('disconnect', () => process.exit(0));
+process.send?.({ type: 'ready', pid: process.pid });
