@@ -276,6 +276,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
   const errors = new ErrorTally();
   let sent = 0;
   let received = 0;
+  let receivedBeforeStop = 0;
   let maxTickGapMs = 0;
   let lastTick = start;
 
@@ -285,6 +286,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
       const now = clock();
       const sentAt = sentAtOf(message);
       received += 1;
+      if (now <= stopAt) receivedBeforeStop += 1;
       if (sentAt !== null && sentAt >= measureFrom && sentAt <= stopAt) delivery.push(now - sentAt);
       pair.receiverSocket.timeout(timeoutMs).emit('ack', { messageIds: [message.id] }, (error, reply) => {
         if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
@@ -329,6 +331,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
   return {
     sent,
     received,
+    receivedBeforeStop,
     offeredPerSecond: rate,
     achievedPerSecond: sent / (durationMs / 1000),
     maxTickGapMs,

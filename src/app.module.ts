@@ -11,6 +11,7 @@ import { HealthModule } from './health/health.module.js';
 import { LoggingModule } from './logging/logging.module.js';
 import { MessagesModule } from './messages/messages.module.js';
 import { PrismaModule } from './prisma/prisma.module.js';
+import { PushModule } from './push/push.module.js';
 import { RealtimeModule } from './realtime/realtime.module.js';
 import { RedisModule } from './redis/redis.module.js';
 
@@ -31,6 +32,7 @@ export class AppModule {
         RealtimeModule,
         ConversationsModule,
         MessagesModule,
+        PushModule,
         DeviceRegistrationModule,
         GatewayModule,
       ],

@@ -60,21 +60,22 @@ export class ConversationsRepository {
 
   /** The conversation as seen by `userId`, or why not: it does not exist, or they are not a member. */
   async accessFor(conversationId: string, userId: string): Promise<ConversationAccess | 'not_found' | 'not_member'> {
-    const rows = await this.prisma.$queryRaw<
-      {
-        id: string;
-        kind: ConversationKind;
-        encryption: EncryptionMode;
-        wrapped_key: Uint8Array;
-        key_version: number;
-        last_seq: bigint;
-        read_seq: bigint | null;
-      }[]
-    >`
-      SELECT c.id, c.kind, c.encryption, c.wrapped_key, c.key_version, c.last_seq, m.read_seq
-      FROM conversations c
-      LEFT JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = ${userId}
-      WHERE c.id = ${conversationId}::uuid`;
+    const { rows } = await this.prisma.sql.query<{
+      id: string;
+      kind: ConversationKind;
+      encryption: EncryptionMode;
+      wrapped_key: Uint8Array;
+      key_version: number;
+      last_seq: string;
+      read_seq: string | null;
+    }>({
+      name: 'conversations.accessFor',
+      text: `SELECT c.id, c.kind, c.encryption, c.wrapped_key, c.key_version, c.last_seq, m.read_seq
+             FROM conversations c
+             LEFT JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = $2
+             WHERE c.id = $1`,
+      values: [conversationId, userId],
+    });
     const row = rows[0];
     if (!row) return 'not_found';
     if (row.read_seq === null) return 'not_member';
@@ -90,8 +91,12 @@ export class ConversationsRepository {
   }
 
   async memberIds(conversationId: string): Promise<string[]> {
-    const rows = await this.prisma.conversationMember.findMany({ where: { conversationId }, select: { userId: true } });
-    return rows.map((row) => row.userId);
+    const { rows } = await this.prisma.sql.query<{ user_id: string }>({
+      name: 'conversations.memberIds',
+      text: 'SELECT user_id FROM conversation_members WHERE conversation_id = $1',
+      values: [conversationId],
+    });
+    return rows.map((row) => row.user_id);
   }
 
   async create(conversation: NewConversation): Promise<void> {

@@ -4,6 +4,7 @@ import { AppError, ErrorCode } from '../common/app-error.js';
 import { DevicesRepository } from '../devices/devices.repository.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
+import { MembershipService } from './membership.service.js';
 import { ConversationsRepository, type ConversationRecord } from './conversations.repository.js';
 
 /** Who changes a conversation's members: a user (a member), or a service acting for no user. */
@@ -24,6 +25,7 @@ export class MembersService {
     private readonly devices: DevicesRepository,
     private readonly queue: OfflineQueueService,
     private readonly realtime: RealtimeService,
+    private readonly membership: MembershipService,
   ) {}
 
   /**
@@ -50,6 +52,7 @@ export class MembersService {
     if (alreadyMembers.length > 0) {
       throw new AppError(ErrorCode.Conflict, 'already a member', { userIds: alreadyMembers });
     }
+    this.membership.membersChanged(conversationId);
     for (const userId of ids) {
       await this.devices.ensureCursorsForMember(conversationId, userId);
       this.realtime.emitMembership(conversationId, [userId], { conversationId, userId, change: 'added' });
@@ -82,6 +85,7 @@ export class MembersService {
     if (!membership.roles.has(userId) || !(await this.conversations.removeMember(conversationId, userId))) {
       throw AppError.notFound('no such member');
     }
+    this.membership.membersChanged(conversationId);
     this.realtime.leaveConversation(userId, conversationId);
     await this.dropQueuedMessages(userId, conversationId);
     this.realtime.emitMembership(conversationId, [userId], { conversationId, userId, change: 'removed' });

@@ -19,7 +19,7 @@ export class ReadMarksService {
    * conversation's joined sockets.
    */
   async markRead(userId: string, conversationId: string, seq: number): Promise<{ readSeq: number }> {
-    const access = await this.membership.requireMember(conversationId, userId);
+    const access = await this.membership.requireMemberFresh(conversationId, userId);
     const readSeq = await this.conversations.advanceReadSeq(conversationId, userId, seq);
     if (readSeq > access.readSeq) {
       this.realtime.emitReceiptToConversation({ conversationId, userId, status: 'read', seq: readSeq });

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 
+import { DeviceDirectory } from './device-directory.service.js';
 import { DevicesRepository } from './devices.repository.js';
 
-@Module({ providers: [DevicesRepository], exports: [DevicesRepository] })
+@Module({ providers: [DevicesRepository, DeviceDirectory], exports: [DevicesRepository, DeviceDirectory] })
 export class DevicesModule {}

@@ -35,11 +35,16 @@ export interface DeviceRegistration {
 export class DevicesRepository {
   constructor(private readonly prisma: PrismaService) {}
 
-  /** Records a device (first connection) or its latest sighting. */
-  async touch(userId: string, deviceId: string): Promise<void> {
-    await this.prisma.$executeRaw`
-      INSERT INTO devices (user_id, device_id) VALUES (${userId}, ${deviceId})
-      ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_at = now()`;
+  /** Records a device (first connection) or its latest sighting; true when it is new. */
+  async touch(userId: string, deviceId: string): Promise<boolean> {
+    const { rows } = await this.prisma.sql.query<{ created: boolean }>({
+      name: 'devices.touch',
+      text: `INSERT INTO devices (user_id, device_id) VALUES ($1, $2)
+             ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_at = now()
+             RETURNING (xmax = 0) AS created`,
+      values: [userId, deviceId],
+    });
+    return rows[0]?.created ?? false;
   }
 
   /**
@@ -111,9 +116,66 @@ export class DevicesRepository {
 
   async devicesOf(userIds: readonly string[]): Promise<DeviceRef[]> {
     if (userIds.length === 0) return [];
-    const rows = await this.prisma.$queryRaw<{ user_id: string; device_id: string }[]>`
-      SELECT user_id, device_id FROM devices WHERE user_id = ANY(${userIds as string[]}::text[])`;
+    const { rows } = await this.prisma.sql.query<{ user_id: string; device_id: string }>({
+      name: 'devices.of',
+      text: 'SELECT user_id, device_id FROM devices WHERE user_id = ANY($1::text[])',
+      values: [userIds],
+    });
     return rows.map((row) => ({ userId: row.user_id, deviceId: row.device_id }));
+  }
+
+  /** Of `devices`, the iOS ones with an APNs token: the ones a push can reach. */
+  async pushableAmong(devices: readonly DeviceRef[]): Promise<DeviceRef[]> {
+    if (devices.length === 0) return [];
+    const rows = await this.prisma.$queryRaw<{ user_id: string; device_id: string }[]>`
+      SELECT d.user_id, d.device_id
+      FROM devices d
+      JOIN unnest(${devices.map((d) => d.userId)}::text[], ${devices.map((d) => d.deviceId)}::text[]) AS v(user_id, device_id)
+        ON d.user_id = v.user_id AND d.device_id = v.device_id
+      WHERE d.platform = 'ios' AND d.apns_token IS NOT NULL`;
+    return rows.map((row) => ({ userId: row.user_id, deviceId: row.device_id }));
+  }
+
+  /**
+   * Where to push a message of `conversationId` for this device, with how far the device
+   * has acked there (null: it has no cursor in that conversation, e.g. it left). Null when
+   * the device is gone.
+   */
+  async pushTarget(userId: string, deviceId: string, conversationId: string): Promise<PushTarget | null> {
+    const rows = await this.prisma.$queryRaw<
+      {
+        platform: Platform | null;
+        apns_token: string | null;
+        apns_topic: string | null;
+        apns_environment: ApnsEnvironment | null;
+        acked_seq: bigint | null;
+      }[]
+    >`
+      SELECT d.platform, d.apns_token, d.apns_topic, d.apns_environment, dc.acked_seq
+      FROM devices d
+      LEFT JOIN delivery_cursors dc
+        ON dc.user_id = d.user_id AND dc.device_id = d.device_id AND dc.conversation_id = ${conversationId}::uuid
+      WHERE d.user_id = ${userId} AND d.device_id = ${deviceId}`;
+    const row = rows.at(0);
+    if (!row) return null;
+    return {
+      platform: row.platform,
+      apnsToken: row.apns_token,
+      apnsTopic: row.apns_topic,
+      apnsEnvironment: row.apns_environment,
+      ackedSeq: row.acked_seq === null ? null : Number(row.acked_seq),
+    };
+  }
+
+  /**
+   * Forgets a device's APNs token that APNs called dead, unless the device registered
+   * another one meanwhile. True when it was cleared.
+   */
+  async clearApnsToken(userId: string, deviceId: string, token: string): Promise<boolean> {
+    const updated = await this.prisma.$executeRaw`
+      UPDATE devices SET apns_token = NULL
+      WHERE user_id = ${userId} AND device_id = ${deviceId} AND apns_token = ${token}`;
+    return updated > 0;
   }
 
   /** Moves cursors forward only (an older ack never moves one back). */
@@ -122,11 +184,26 @@ export class DevicesRepository {
     deviceId: string,
     cursors: readonly { conversationId: string; ackedSeq: number }[],
   ): Promise<void> {
+    await this.advanceManyCursors(cursors.map((c) => ({ userId, deviceId, ...c })));
+  }
+
+  /** Many devices' cursors in one statement, forward only. */
+  async advanceManyCursors(
+    cursors: readonly { userId: string; deviceId: string; conversationId: string; ackedSeq: number }[],
+  ): Promise<void> {
     if (cursors.length === 0) return;
-    await this.prisma.$executeRaw`
-      UPDATE delivery_cursors dc SET acked_seq = GREATEST(dc.acked_seq, v.seq), updated_at = now()
-      FROM unnest(${cursors.map((c) => c.conversationId)}::uuid[], ${cursors.map((c) => c.ackedSeq)}::bigint[]) AS v(conversation_id, seq)
-      WHERE dc.user_id = ${userId} AND dc.device_id = ${deviceId} AND dc.conversation_id = v.conversation_id`;
+    await this.prisma.sql.query({
+      name: 'devices.advanceCursors',
+      text: `UPDATE delivery_cursors dc SET acked_seq = GREATEST(dc.acked_seq, v.seq), updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[]) AS v(user_id, device_id, conversation_id, seq)
+             WHERE dc.user_id = v.user_id AND dc.device_id = v.device_id AND dc.conversation_id = v.conversation_id`,
+      values: [
+        cursors.map((c) => c.userId),
+        cursors.map((c) => c.deviceId),
+        cursors.map((c) => c.conversationId),
+        cursors.map((c) => c.ackedSeq),
+      ],
+    });
   }
 
   /**
@@ -177,6 +254,16 @@ const toDeviceRecord = (row: DeviceRow): DeviceRecord => ({
   createdAt: row.created_at,
   lastSeenAt: row.last_seen_at,
 });
+
+/** A device as push sees it, for one conversation. */
+export interface PushTarget {
+  platform: Platform | null;
+  apnsToken: string | null;
+  apnsTopic: string | null;
+  apnsEnvironment: ApnsEnvironment | null;
+  /** Every seq up to this one is acked; null when the device has no cursor there. */
+  ackedSeq: number | null;
+}
 
 /** One message waiting in a device's offline queue. */
 export interface PendingEntry {

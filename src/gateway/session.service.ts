@@ -3,6 +3,7 @@ import type { Socket } from 'socket.io';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
+import { DeviceDirectory } from '../devices/device-directory.service.js';
 import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
 import { DeliveryService } from '../messages/delivery.service.js';
 import { PresenceService } from '../presence/presence.service.js';
@@ -34,6 +35,7 @@ export class SessionService {
 
   constructor(
     private readonly devices: DevicesRepository,
+    private readonly directory: DeviceDirectory,
     private readonly delivery: DeliveryService,
     private readonly realtime: RealtimeService,
     private readonly metrics: MessagingMetrics,
@@ -49,7 +51,7 @@ export class SessionService {
   async open(socket: AppSocket): Promise<void> {
     const { userId, deviceId } = socket.data;
     await this.replaceOlderSockets(socket);
-    await this.devices.touch(userId, deviceId);
+    if (await this.devices.touch(userId, deviceId)) this.directory.changed(userId);
     await this.devices.ensureCursors(userId, deviceId);
     const unacked = await this.delivery.prepare({ userId, deviceId });
     await socket.join(rooms.user(userId));

@@ -3,6 +3,7 @@ import type { Response } from 'express';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { HealthCheck, HealthCheckService, HealthIndicatorService, type HealthCheckResult } from '@nestjs/terminus';
 
+import { AppConfig } from '../config/app-config.js';
 import { HealthRepository } from './health.repository.js';
 
 const CHECK_TIMEOUT_MS = 1_500;
@@ -15,6 +16,7 @@ export class HealthController {
     private readonly health: HealthCheckService,
     private readonly indicators: HealthIndicatorService,
     private readonly repository: HealthRepository,
+    private readonly config: AppConfig,
   ) {}
 
   /** 200 while the process serves requests. */
@@ -27,7 +29,8 @@ export class HealthController {
   /**
    * 200 when PostgreSQL and Redis answer; 503 naming each one that did not, in
    * Terminus's body (`{ status: 'error', info, error, details }`), answered here rather
-   * than by the API's error filter so the failing dependency stays visible.
+   * than by the API's error filter so the failing dependency stays visible. `push` is
+   * always up and says whether APNs push is enabled (`{ status: 'up', enabled }`).
    */
   @Get('ready')
   async ready(@Res({ passthrough: true }) response: Response): Promise<unknown> {
@@ -52,6 +55,8 @@ export class HealthController {
           .check('redis')
           .attempt(() => this.repository.pingRedis())
           .withTimeout(CHECK_TIMEOUT_MS),
+      // Informational: push is optional, so it never fails readiness.
+      () => this.indicators.check('push').up({ enabled: this.config.apns !== null }),
     ]);
   }
 }

@@ -1,9 +1,10 @@
 import { Injectable, Logger } from '@nestjs/common';
 
 import { MembershipService } from '../conversations/membership.service.js';
-import { DevicesRepository } from '../devices/devices.repository.js';
+import { DeviceDirectory } from '../devices/device-directory.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
+import { PushService } from '../push/push.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import type { WireMessage } from '../realtime/realtime.types.js';
 import type { Sender } from './messages.service.js';
@@ -11,7 +12,8 @@ import { OrderedEmitter } from './ordered-emitter.js';
 
 /**
  * The one step after a message is committed: queue it for every recipient device (every
- * device of every member but the sending one), then deliver it live. Queue first, so an
+ * device of every member but the sending one), hand it to push (which schedules APNs
+ * pushes for iOS devices that stay offline), then deliver it live. Queue first, so an
  * ack that races the live emit always finds the entry to remove.
  */
 @Injectable()
@@ -20,11 +22,12 @@ export class MessageFanout {
 
   constructor(
     private readonly membership: MembershipService,
-    private readonly devices: DevicesRepository,
+    private readonly directory: DeviceDirectory,
     private readonly queue: OfflineQueueService,
     private readonly realtime: RealtimeService,
     private readonly metrics: MessagingMetrics,
     private readonly ordered: OrderedEmitter,
+    private readonly push: PushService,
   ) {}
 
   /**
@@ -37,7 +40,7 @@ export class MessageFanout {
     let memberIds: string[] | undefined;
     try {
       memberIds = await this.membership.memberIds(message.conversationId);
-      const recipients = (await this.devices.devicesOf(memberIds)).filter(
+      const recipients = (await this.directory.devicesOf(memberIds)).filter(
         (device) => !(device.userId === sender.userId && device.deviceId === sender.deviceId),
       );
       await this.queue.enqueue(recipients, [
@@ -49,6 +52,7 @@ export class MessageFanout {
           score: Date.parse(message.createdAt),
         },
       ]);
+      this.push.messageQueued(message, recipients);
       this.metrics.messagesDelivered.inc(recipients.length);
     } catch (error) {
       this.logger.error(`fan-out failed after commit; offline queues will be rebuilt: ${String(error)}`);

@@ -3,6 +3,7 @@ import { Module } from '@nestjs/common';
 import { ConversationsModule } from '../conversations/conversations.module.js';
 import { DevicesModule } from '../devices/devices.module.js';
 import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
+import { PushModule } from '../push/push.module.js';
 import { DeliveryService } from './delivery.service.js';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec } from './message.codec.js';
@@ -14,7 +15,7 @@ import { OrderedEmitter } from './ordered-emitter.js';
 import { SendBatcher } from './send-batcher.js';
 
 @Module({
-  imports: [ConversationsModule, DevicesModule, OfflineQueueModule],
+  imports: [ConversationsModule, DevicesModule, OfflineQueueModule, PushModule],
   controllers: [MessagesController],
   providers: [
     MessagesRepository,

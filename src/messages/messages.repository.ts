@@ -33,6 +33,14 @@ export interface NewMessage {
   contentType: string;
 }
 
+/** A conversation's data key as stored: read in the same transaction that seals with it. */
+export interface StoredKey {
+  conversationId: string;
+  encryption: 'server' | 'e2e';
+  wrappedKey: Uint8Array;
+  keyVersion: number;
+}
+
 export interface Sealed {
   ciphertext: Uint8Array;
   nonce: Uint8Array;
@@ -42,7 +50,7 @@ export interface Sealed {
 interface MessageRow {
   id: string;
   conversation_id: string;
-  seq: bigint;
+  seq: string | bigint;
   sender_id: string;
   sender_device_id: string;
   client_msg_id: string;
@@ -80,46 +88,88 @@ const toSealed = (row: SealedRow): SealedMessage => ({
   conversationKeyVersion: row.conversation_key_version,
 });
 
+interface NextSeqRow {
+  id: string;
+  last_seq: string;
+  at: Date;
+  encryption: 'server' | 'e2e';
+  wrapped_key: Uint8Array;
+  key_version: number;
+}
+
+const keyOfRow = (row: NextSeqRow): StoredKey => ({
+  conversationId: row.id,
+  encryption: row.encryption,
+  wrappedKey: row.wrapped_key,
+  keyVersion: row.key_version,
+});
+
+const SEALED_COLUMNS = `m.id, m.conversation_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id, m.content_type,
+  m.ciphertext, m.nonce, m.key_version, m.created_at, c.encryption, c.wrapped_key, c.key_version AS conversation_key_version`;
+const MESSAGE_COLUMNS = `id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, content_type, ciphertext, nonce,
+  key_version, created_at`;
+
+/**
+ * Message rows in PostgreSQL. This is the hot path, so it sends named SQL straight
+ * through the pool (PrismaService.sql) rather than through Prisma's query layer.
+ */
 @Injectable()
 export class MessagesRepository {
   constructor(private readonly prisma: PrismaService) {}
 
   async findByClientMsgId(senderId: string, clientMsgId: string): Promise<SealedMessage | null> {
-    const rows = await this.prisma.$queryRaw<SealedRow[]>`
-      SELECT m.*, c.encryption, c.wrapped_key, c.key_version AS conversation_key_version
-      FROM messages m JOIN conversations c ON c.id = m.conversation_id
-      WHERE m.sender_id = ${senderId} AND m.client_msg_id = ${clientMsgId}`;
+    const { rows } = await this.prisma.sql.query<SealedRow>({
+      name: 'messages.byClientMsgId',
+      text: `SELECT ${SEALED_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.sender_id = $1 AND m.client_msg_id = $2`,
+      values: [senderId, clientMsgId],
+    });
     return rows[0] ? toSealed(rows[0]) : null;
   }
 
   /**
-   * Stores a message under the conversation's next seq, in one transaction: the
+   * Stores one message under the conversation's next seq, in one transaction: the
    * conversation row lock serialises senders, so seqs have no gaps or repeats, and
    * created_at increases with seq. `seal` runs inside it, once the seq is known (the
    * seq is part of the ciphertext's associated data). Returns null when the sender's
    * clientMsgId already exists (the transaction then rolls back: no seq is used).
    */
-  async insertNext(message: NewMessage, seal: (seq: number) => Sealed): Promise<StoredMessage | null> {
+  async insertNext(message: NewMessage, seal: (seq: number, key: StoredKey) => Sealed): Promise<StoredMessage | null> {
     try {
-      return await this.prisma.$transaction(async (tx) => {
-        const next = await tx.$queryRaw<{ last_seq: bigint; at: Date }[]>`
-          UPDATE conversations
-          SET last_seq = last_seq + 1,
-              last_activity_at = GREATEST(clock_timestamp(), last_activity_at + interval '1 millisecond')
-          WHERE id = ${message.conversationId}::uuid
-          RETURNING last_seq, last_activity_at AS at`;
-        const seq = Number(next[0].last_seq);
-        const sealed = seal(seq);
-        const rows = await tx.$queryRaw<MessageRow[]>`
-          INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, content_type,
-                                ciphertext, nonce, key_version, created_at)
-          VALUES (${message.id}::uuid, ${message.conversationId}::uuid, ${seq}::bigint, ${message.senderId}, ${message.senderDeviceId},
-                  ${message.clientMsgId}, ${message.contentType}, ${Buffer.from(sealed.ciphertext)}, ${Buffer.from(sealed.nonce)},
-                  ${sealed.keyVersion}, ${next[0].at})
-          ON CONFLICT (sender_id, client_msg_id) DO NOTHING
-          RETURNING *`;
-        if (rows.length === 0) throw new DuplicateClientMsgId();
-        return toStored(rows[0]);
+      return await this.prisma.transaction(async (sql) => {
+        const next = await sql.query<NextSeqRow>({
+          name: 'messages.nextSeq',
+          text: `UPDATE conversations
+                 SET last_seq = last_seq + 1,
+                     last_activity_at = GREATEST(clock_timestamp(), last_activity_at + interval '1 millisecond')
+                 WHERE id = $1 RETURNING id, last_seq, last_activity_at AS at, encryption, wrapped_key, key_version`,
+          values: [message.conversationId],
+        });
+        if (next.rows.length === 0) throw new Error(`conversation ${message.conversationId} vanished while storing`);
+        const seq = Number(next.rows[0].last_seq);
+        const sealed = seal(seq, keyOfRow(next.rows[0]));
+        const inserted = await sql.query<MessageRow>({
+          name: 'messages.insertOne',
+          text: `INSERT INTO messages (${MESSAGE_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+                 RETURNING ${MESSAGE_COLUMNS}`,
+          values: [
+            message.id,
+            message.conversationId,
+            seq,
+            message.senderId,
+            message.senderDeviceId,
+            message.clientMsgId,
+            message.contentType,
+            Buffer.from(sealed.ciphertext),
+            Buffer.from(sealed.nonce),
+            sealed.keyVersion,
+            next.rows[0].at,
+          ],
+        });
+        if (inserted.rows.length === 0) throw new DuplicateClientMsgId();
+        return toStored(inserted.rows[0]);
       });
     } catch (error) {
       if (error instanceof DuplicateClientMsgId) return null;
@@ -129,23 +179,28 @@ export class MessagesRepository {
 
   /**
    * Stores a batch of messages in one transaction (group commit): one round trip finds
-   * clientMsgIds already stored, one assigns each conversation its next seqs (rows locked
-   * in id order), `seal` runs once per message with its seq, one multi-row INSERT stores
-   * them. Already-stored clientMsgIds take no seq and come back in `existing`. A unique
-   * violation (a concurrent duplicate on another instance) aborts the whole batch with
-   * `BatchConflict`, and the caller stores its messages one by one instead.
+   * clientMsgIds already stored, one locks the conversations in id order and assigns each
+   * its next seqs, `seal` runs once per message with its seq, and one multi-row INSERT
+   * stores them. Already-stored clientMsgIds take no seq and come back in `existing`. A
+   * unique violation or deadlock (a concurrent writer on another instance) aborts the
+   * batch with `BatchConflict`; the caller then stores its messages one by one.
    */
   async insertBatch(
     batch: readonly NewMessage[],
-    seal: (message: NewMessage, seq: number) => Sealed,
+    seal: (message: NewMessage, seq: number, key: StoredKey) => Sealed,
   ): Promise<{ stored: StoredMessage[]; existing: SealedMessage[] }> {
     try {
-      return await this.prisma.$transaction(async (tx) => {
-        const existing = await tx.$queryRaw<SealedRow[]>`
-          SELECT m.*, c.encryption, c.wrapped_key, c.key_version AS conversation_key_version
-          FROM messages m JOIN conversations c ON c.id = m.conversation_id
-          JOIN unnest(${batch.map((m) => m.senderId)}::text[], ${batch.map((m) => m.clientMsgId)}::text[]) AS k(sender_id, client_msg_id)
-            ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id`;
+      return await this.prisma.transaction(async (sql) => {
+        const existing = (
+          await sql.query<SealedRow>({
+            name: 'messages.batchExisting',
+            text: `SELECT ${SEALED_COLUMNS}
+                   FROM unnest($1::text[], $2::text[]) AS k(sender_id, client_msg_id)
+                   JOIN messages m ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id
+                   JOIN conversations c ON c.id = m.conversation_id`,
+            values: [batch.map((m) => m.senderId), batch.map((m) => m.clientMsgId)],
+          })
+        ).rows;
         const taken = new Set(existing.map((row) => `${row.sender_id}\n${row.client_msg_id}`));
         const fresh = batch.filter((m) => !taken.has(`${m.senderId}\n${m.clientMsgId}`));
         if (fresh.length === 0) return { stored: [], existing: existing.map(toSealed) };
@@ -153,44 +208,53 @@ export class MessagesRepository {
         const counts = new Map<string, number>();
         for (const m of fresh) counts.set(m.conversationId, (counts.get(m.conversationId) ?? 0) + 1);
         const ids = [...counts.keys()].sort();
-        const next = await tx.$queryRaw<{ id: string; last_seq: bigint; at: Date }[]>`
-          WITH locked AS (
-            SELECT id FROM conversations WHERE id = ANY(${ids}::uuid[]) ORDER BY id FOR UPDATE
-          )
-          UPDATE conversations c
-          SET last_seq = c.last_seq + v.n,
-              last_activity_at = GREATEST(clock_timestamp(), c.last_activity_at + interval '1 millisecond')
-                                 + (v.n - 1) * interval '1 millisecond'
-          FROM unnest(${ids}::uuid[], ${ids.map((id) => counts.get(id) ?? 0)}::int[]) AS v(id, n), locked
-          WHERE c.id = v.id AND locked.id = v.id
-          RETURNING c.id, c.last_seq, c.last_activity_at AS at`;
-        const cursor = new Map(
-          next.map((row) => [
-            row.id,
-            {
-              seq: Number(row.last_seq) - (counts.get(row.id) ?? 0),
-              at: row.at.getTime() - ((counts.get(row.id) ?? 1) - 1),
-            },
-          ]),
+        const next = await sql.query<NextSeqRow>({
+          name: 'messages.batchNextSeq',
+          text: `WITH locked AS (
+                   SELECT id FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+                 )
+                 UPDATE conversations c
+                 SET last_seq = c.last_seq + v.n,
+                     last_activity_at = GREATEST(clock_timestamp(), c.last_activity_at + interval '1 millisecond')
+                                        + (v.n - 1) * interval '1 millisecond'
+                 FROM unnest($1::uuid[], $2::int[]) AS v(id, n), locked
+                 WHERE c.id = v.id AND locked.id = v.id
+                 RETURNING c.id, c.last_seq, c.last_activity_at AS at, c.encryption, c.wrapped_key, c.key_version`,
+          values: [ids, ids.map((id) => counts.get(id) ?? 0)],
+        });
+        const position = new Map(
+          next.rows.map((row) => {
+            const n = counts.get(row.id) ?? 1;
+            return [row.id, { seq: Number(row.last_seq) - n, at: row.at.getTime() - (n - 1), key: keyOfRow(row) }];
+          }),
         );
         const rows = fresh.map((m) => {
-          const position = cursor.get(m.conversationId);
-          if (!position) throw new Error(`conversation ${m.conversationId} vanished while storing`);
-          position.seq += 1;
-          const createdAt = new Date(position.at);
-          position.at += 1;
-          return { message: m, seq: position.seq, createdAt, sealed: seal(m, position.seq) };
+          const at = position.get(m.conversationId);
+          if (!at) throw new Error(`conversation ${m.conversationId} vanished while storing`);
+          at.seq += 1;
+          const createdAt = new Date(at.at);
+          at.at += 1;
+          return { message: m, seq: at.seq, createdAt, sealed: seal(m, at.seq, at.key) };
         });
-        await tx.$executeRaw`
-          INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, content_type,
-                                ciphertext, nonce, key_version, created_at)
-          SELECT * FROM unnest(
-            ${rows.map((r) => r.message.id)}::uuid[], ${rows.map((r) => r.message.conversationId)}::uuid[],
-            ${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.message.senderId)}::text[],
-            ${rows.map((r) => r.message.senderDeviceId)}::text[], ${rows.map((r) => r.message.clientMsgId)}::text[],
-            ${rows.map((r) => r.message.contentType)}::text[], ${rows.map((r) => Buffer.from(r.sealed.ciphertext))}::bytea[],
-            ${rows.map((r) => Buffer.from(r.sealed.nonce))}::bytea[], ${rows.map((r) => r.sealed.keyVersion)}::int[],
-            ${rows.map((r) => r.createdAt)}::timestamptz[])`;
+        await sql.query({
+          name: 'messages.batchInsert',
+          text: `INSERT INTO messages (${MESSAGE_COLUMNS})
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                      $8::bytea[], $9::bytea[], $10::int[], $11::timestamptz[])`,
+          values: [
+            rows.map((r) => r.message.id),
+            rows.map((r) => r.message.conversationId),
+            rows.map((r) => r.seq),
+            rows.map((r) => r.message.senderId),
+            rows.map((r) => r.message.senderDeviceId),
+            rows.map((r) => r.message.clientMsgId),
+            rows.map((r) => r.message.contentType),
+            rows.map((r) => Buffer.from(r.sealed.ciphertext)),
+            rows.map((r) => Buffer.from(r.sealed.nonce)),
+            rows.map((r) => r.sealed.keyVersion),
+            rows.map((r) => r.createdAt),
+          ],
+        });
         return {
           stored: rows.map((r) => ({
             ...r.message,
@@ -204,19 +268,20 @@ export class MessagesRepository {
         };
       });
     } catch (error) {
-      if (/unique constraint|23505|deadlock|40P01/i.test(String((error as { message?: unknown }).message ?? error))) {
-        throw new BatchConflict();
-      }
+      const code = (error as { code?: unknown }).code;
+      if (code === '23505' || code === '40P01') throw new BatchConflict();
       throw error;
     }
   }
 
   async findByIds(ids: readonly string[]): Promise<SealedMessage[]> {
     if (ids.length === 0) return [];
-    const rows = await this.prisma.$queryRaw<SealedRow[]>`
-      SELECT m.*, c.encryption, c.wrapped_key, c.key_version AS conversation_key_version
-      FROM messages m JOIN conversations c ON c.id = m.conversation_id
-      WHERE m.id = ANY(${ids as string[]}::uuid[])`;
+    const { rows } = await this.prisma.sql.query<SealedRow>({
+      name: 'messages.byIds',
+      text: `SELECT ${SEALED_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.id = ANY($1::uuid[])`,
+      values: [ids],
+    });
     return rows.map(toSealed);
   }
 
@@ -224,20 +289,20 @@ export class MessagesRepository {
   async page(
     conversationId: string,
     range: { beforeSeq?: number; afterSeq?: number; limit: number },
-  ): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
+  ): Promise<{ messages: SealedMessage[]; hasMore: boolean }> {
     const before = range.beforeSeq ?? Number.MAX_SAFE_INTEGER;
     const after = range.afterSeq ?? 0;
     // With only afterSeq, page forward from it; otherwise page backward from beforeSeq (or the end).
     const forward = range.afterSeq !== undefined && range.beforeSeq === undefined;
-    const rows = forward
-      ? await this.prisma.$queryRaw<MessageRow[]>`
-          SELECT * FROM messages WHERE conversation_id = ${conversationId}::uuid AND seq > ${after}::bigint AND seq < ${before}::bigint
-          ORDER BY seq ASC LIMIT ${range.limit + 1}::int`
-      : await this.prisma.$queryRaw<MessageRow[]>`
-          SELECT * FROM messages WHERE conversation_id = ${conversationId}::uuid AND seq > ${after}::bigint AND seq < ${before}::bigint
-          ORDER BY seq DESC LIMIT ${range.limit + 1}::int`;
+    const { rows } = await this.prisma.sql.query<SealedRow>({
+      name: forward ? 'messages.pageForward' : 'messages.pageBackward',
+      text: `SELECT ${SEALED_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3
+             ORDER BY m.seq ${forward ? 'ASC' : 'DESC'} LIMIT $4`,
+      values: [conversationId, after, before, range.limit + 1],
+    });
     const hasMore = rows.length > range.limit;
-    const page = rows.slice(0, range.limit).map(toStored);
+    const page = rows.slice(0, range.limit).map(toSealed);
     if (!forward) page.reverse();
     return { messages: page, hasMore };
   }

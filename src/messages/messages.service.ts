@@ -92,7 +92,11 @@ export class MessagesService {
 
     let outcome: SendOutcome;
     try {
-      outcome = await this.batcher.submit({ message, seal: (seq) => this.codec.seal(key, message.id, seq, content) });
+      // Sealed with the key read in the storing transaction, never a cached one.
+      outcome = await this.batcher.submit({
+        message,
+        seal: (seq, stored) => this.codec.seal(stored, message.id, seq, content),
+      });
     } catch (error) {
       if (!(error instanceof BatchConflict)) throw error;
       outcome = await this.storeAlone(message, key, content);
@@ -120,10 +124,10 @@ export class MessagesService {
     let reserved: number | undefined;
     let stored: StoredMessage | null;
     try {
-      stored = await this.messages.insertNext(message, (seq) => {
+      stored = await this.messages.insertNext(message, (seq, storedKey) => {
         reserved = seq;
         this.ordered.reserve(message.conversationId, seq);
-        return this.codec.seal(key, message.id, seq, content);
+        return this.codec.seal(storedKey, message.id, seq, content);
       });
     } catch (error) {
       if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
@@ -145,7 +149,7 @@ export class MessagesService {
       afterSeq: input.afterSeq,
       limit: input.limit ?? 50,
     });
-    return { messages: page.messages.map((row) => this.codec.open(keyOf(access), row)), hasMore: page.hasMore };
+    return { messages: page.messages.map((row) => this.codec.open(keyOfSealed(row), row)), hasMore: page.hasMore };
   }
 
   /**

@@ -5,6 +5,7 @@ import {
   type NewMessage,
   type Sealed,
   type SealedMessage,
+  type StoredKey,
   type StoredMessage,
 } from './messages.repository.js';
 import { OrderedEmitter } from './ordered-emitter.js';
@@ -12,7 +13,7 @@ import { OrderedEmitter } from './ordered-emitter.js';
 /** One message waiting to be stored. `seal` runs inside the transaction once its seq is known. */
 export interface PendingSend {
   message: NewMessage;
-  seal: (seq: number) => Sealed;
+  seal: (seq: number, key: StoredKey) => Sealed;
 }
 
 /**
@@ -94,12 +95,12 @@ export class SendBatcher {
     try {
       result = await this.messages.insertBatch(
         [...leaders.values()].map((w) => w.send.message),
-        (message, seq) => {
+        (message, seq, key) => {
           reserved.push({ conversationId: message.conversationId, seq });
           this.ordered.reserve(message.conversationId, seq);
           const waiting = byId.get(message.id);
           if (!waiting) throw new Error('sealed a message that is not in the batch');
-          return waiting.send.seal(seq);
+          return waiting.send.seal(seq, key);
         },
       );
     } catch (error) {

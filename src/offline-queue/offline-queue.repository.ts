@@ -187,6 +187,10 @@ export class OfflineQueueRepository {
     return refs;
   }
 
+  async contains(device: DeviceRef, messageId: string): Promise<boolean> {
+    return (await this.redis.client.zscore(keysOf(device).z, messageId)) !== null;
+  }
+
   /** How many entries of one conversation the device's queue holds. */
   conversationLength(device: DeviceRef, conversationId: string): Promise<number> {
     return this.redis.client.zcard(`${keysOf(device).convPrefix}${conversationId}`);

@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 
 import { AppConfig } from '../config/app-config.js';
 import { DevicesRepository, type DeviceRef, type PendingEntry } from '../devices/devices.repository.js';
+import { CursorWriter } from './cursor-writer.js';
 import { OfflineQueueRepository, type AckResult, type QueuedRef } from './offline-queue.repository.js';
 
 /**
@@ -20,6 +21,7 @@ export class OfflineQueueService {
   constructor(
     private readonly queues: OfflineQueueRepository,
     private readonly devices: DevicesRepository,
+    private readonly cursors: CursorWriter,
     private readonly config: AppConfig,
   ) {}
 
@@ -55,6 +57,16 @@ export class OfflineQueueService {
     });
   }
 
+  /**
+   * Whether the message still waits in the device's queue (not acked yet); null when the
+   * queue is not in sync with PostgreSQL (Redis lost it and it was not rebuilt yet).
+   */
+  async isQueued(device: DeviceRef, messageId: string): Promise<boolean | null> {
+    const [epoch, deviceEpoch] = await Promise.all([this.queues.currentEpoch(), this.queues.deviceEpoch(device)]);
+    if (epoch !== deviceEpoch) return null;
+    return this.queues.contains(device, messageId);
+  }
+
   async hasBacklog(device: DeviceRef, conversationId: string): Promise<boolean> {
     return (await this.queues.conversationLength(device, conversationId)) > 0;
   }
@@ -70,7 +82,7 @@ export class OfflineQueueService {
   /** Removes acked ids from this device's queue and moves its cursors forward. */
   async ack(device: DeviceRef, messageIds: readonly string[]): Promise<AckResult> {
     const result = await this.queues.ack(device, messageIds);
-    await this.devices.advanceCursors(device.userId, device.deviceId, result.cursors);
+    this.cursors.advance(device.userId, device.deviceId, result.cursors);
     return result;
   }
 

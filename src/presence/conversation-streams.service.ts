@@ -32,11 +32,11 @@ export class ConversationStreamsService {
   async join(caller: StreamCaller, conversationId: string): Promise<JoinData> {
     const room = rooms.conversation(conversationId);
     const resumed = caller.socket.rooms.has(room);
-    const access = await this.membership.requireMember(conversationId, caller.userId);
+    const access = await this.membership.requireMemberFresh(conversationId, caller.userId);
     await caller.socket.join(room);
     // A removal that raced the join must still win: check again now that we are in.
     try {
-      await this.membership.requireMember(conversationId, caller.userId);
+      await this.membership.requireMemberFresh(conversationId, caller.userId);
     } catch (error) {
       await caller.socket.leave(room);
       throw error;

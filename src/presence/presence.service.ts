@@ -56,6 +56,11 @@ export class PresenceService implements OnModuleInit, OnModuleDestroy {
     return [...online].map(([userId, deviceIds]) => ({ userId, deviceIds: deviceIds.sort() }));
   }
 
+  /** Whether this device has a live socket on any instance. */
+  async isDeviceOnline(userId: string, deviceId: string): Promise<boolean> {
+    return (await this.presence.onlineDevices([userId])).get(userId)?.includes(deviceId) ?? false;
+  }
+
   private async tick(): Promise<void> {
     try {
       const ttl = this.config.presenceTtlMs;

@@ -19,15 +19,18 @@ export class RedisService implements OnModuleDestroy {
       enableOfflineQueue: true,
       connectTimeout: 5_000,
       retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+      // Commands issued in the same tick go out in one write: on the message path that
+      // folds many small writes (queue scripts, adapter publishes) into a few syscalls.
+      enableAutoPipelining: true,
     });
     this.client.on('error', (error: Error) => {
       this.logger.warn(`redis: ${error.message}`);
     });
   }
 
-  /** A second connection for blocking or subscriber use (pub/sub, adapters). */
+  /** A second connection for blocking or subscriber use (pub/sub, adapters, job queues), without auto-pipelining. */
   duplicate(): Redis {
-    return this.client.duplicate();
+    return this.client.duplicate({ enableAutoPipelining: false });
   }
 
   async onModuleDestroy(): Promise<void> {

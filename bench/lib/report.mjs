@@ -1,0 +1,255 @@
+// The report: one row per figure with the bare relay beside it, the ratio, the target and
+// PASS/MISS. Targets are shown, never asserted: the bench only reports.
+
+const number = (value, digits = 0) =>
+  value === null || value === undefined || Number.isNaN(value)
+    ? '—'
+    : value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+function ratio(service, bare) {
+  if (service === null || service === undefined || !bare) return '—';
+  const value = service / bare;
+  return `${number(value, Math.abs(value) < 10 ? 2 : Math.abs(value) < 100 ? 1 : 0)}×`;
+}
+
+const verdict = (ok) => (ok === null ? '' : ok ? 'PASS' : 'MISS');
+
+/** Rows of the main table from the results of whatever scenarios ran. */
+export function rowsOf(results) {
+  const rows = [];
+  // One figure: the service's value, the bare relay's (when it has one), the target.
+  const row = ({ scenario = '', figure, service, bare = null, format, target = '', ok = null, compare = true }) =>
+    rows.push({
+      scenario,
+      figure,
+      service: format(service),
+      bare: format(bare),
+      ratio: compare ? ratio(service, bare) : '',
+      target,
+      result: verdict(ok),
+    });
+  const int = (value) => number(value);
+  const ms = (value) => number(value, 2);
+  const one = (value) => number(value, 1);
+  const three = (value) => number(value, 3);
+  const errors = (service, bare) => {
+    if ((service?.errors?.count ?? 0) + (bare?.errors?.count ?? 0) === 0) return;
+    row({
+      figure: 'errors and timeouts',
+      service: service?.errors?.count,
+      bare: bare?.errors?.count,
+      format: int,
+      target: '0',
+      compare: false,
+    });
+  };
+  const storeRows = (store) => {
+    if (!store) return;
+    const each = store.perMessage;
+    row({ figure: 'service: PostgreSQL write transactions/msg', service: each.pgWriteTransactions, format: ms });
+    row({ figure: 'service: WAL bytes/msg', service: each.pgWalBytes, format: int });
+    row({ figure: 'service: Redis commands/msg', service: each.redisCommands, format: one });
+  };
+
+  const handlerRows = (means, events) => {
+    for (const event of events) {
+      if (means?.[event] == null) continue;
+      row({ figure: `service: ${event} handled in, mean ms (server side)`, service: means[event], format: ms });
+    }
+  };
+
+  const c = results.connections;
+  if (c) {
+    const [s, b] = [c.service, c.bare];
+    row({
+      scenario: 'connections',
+      figure: 'authenticated idle sockets open',
+      service: s?.opened,
+      bare: b?.opened,
+      format: int,
+      target: number(c.settings.count),
+      ok: s?.opened == null ? null : s.opened >= c.settings.count,
+      compare: false,
+    });
+    row({
+      figure: 'connects/s',
+      service: s?.connectsPerSecond,
+      bare: b?.connectsPerSecond,
+      format: int,
+      target: '> 1,000/s',
+      ok: s?.connectsPerSecond == null ? null : s.connectsPerSecond > 1000,
+    });
+    row({
+      figure: 'server RSS per connection, KB',
+      service: s?.rssPerConnectionKiB,
+      bare: b?.rssPerConnectionKiB,
+      format: one,
+      target: '< 20 KB',
+      ok: s?.rssPerConnectionKiB == null ? null : s.rssPerConnectionKiB < 20,
+    });
+    errors(s, b);
+  }
+
+  const t = results.throughput;
+  if (t) {
+    const [s, b] = [t.service, t.bare];
+    const service = s?.perSecond?.completed ?? null;
+    const bare = b?.perSecond?.completed ?? null;
+    row({
+      scenario: 'throughput',
+      figure: `msg/s stored+delivered+acked (${t.settings.pairs} pairs, window ${t.settings.window})`,
+      service,
+      bare,
+      format: int,
+      target: '≥ 0.5× bare',
+      ok: service !== null && bare ? service >= 0.5 * bare : null,
+    });
+    row({
+      figure: 'send → recipient ack done, p50 ms',
+      service: s?.completionLatencyMs?.p50,
+      bare: b?.completionLatencyMs?.p50,
+      format: ms,
+    });
+    row({
+      figure: 'send → recipient ack done, p99 ms',
+      service: s?.completionLatencyMs?.p99,
+      bare: b?.completionLatencyMs?.p99,
+      format: ms,
+    });
+    row({
+      figure: 'server CPU ms/msg',
+      service: s?.serverCpuMsPerMessage,
+      bare: b?.serverCpuMsPerMessage,
+      format: three,
+    });
+    storeRows(s?.store);
+    handlerRows(s?.cpu?.serverHandlerMeanMs, ['send', 'ack']);
+    errors(s, b);
+  }
+
+  const l = results.latency;
+  if (l) {
+    const [s, b] = [l.service, l.bare];
+    const p99 = s?.deliveryMs?.p99 ?? null;
+    row({
+      scenario: 'latency',
+      figure: `p50 ms send → receipt, offered ${number(l.settings.ratePerSecond)} msg/s`,
+      service: s?.deliveryMs?.p50,
+      bare: b?.deliveryMs?.p50,
+      format: ms,
+    });
+    row({ figure: 'p95 ms', service: s?.deliveryMs?.p95, bare: b?.deliveryMs?.p95, format: ms });
+    row({
+      figure: 'p99 ms',
+      service: p99,
+      bare: b?.deliveryMs?.p99,
+      format: ms,
+      target: '< 10 ms',
+      ok: p99 === null ? null : p99 < 10,
+    });
+    row({ figure: 'sent msg/s', service: s?.achievedPerSecond, bare: b?.achievedPerSecond, format: int });
+    row({
+      figure: 'delivered msg/s during the run',
+      service: s?.deliveredPerSecond,
+      bare: b?.deliveredPerSecond,
+      format: int,
+    });
+    errors(s, b);
+  }
+
+  const d = results.drain;
+  if (d) {
+    const s = d.service;
+    row({
+      scenario: 'drain',
+      figure: `s from connect to empty queue (${number(d.settings.count)} msgs)`,
+      service: s?.drainSeconds,
+      format: three,
+      target: '< 1 s',
+      ok: s?.drainSeconds == null ? null : s.drainSeconds < 1,
+      compare: false,
+    });
+    row({
+      figure: `get-unacked + ack pages (maxBatch ${s?.maxBatch ?? '?'})`,
+      service: s?.pages,
+      format: int,
+      compare: false,
+    });
+    row({
+      figure: 'filling: msg/s stored, 1 sender, window 64',
+      service: s?.fillPerSecond,
+      format: int,
+      compare: false,
+    });
+    handlerRows(s?.cpu?.serverHandlerMeanMs, ['get-unacked', 'ack']);
+    errors(s, null);
+  }
+
+  const f = results.fanout;
+  if (f) {
+    const [s, b] = [f.service, f.bare];
+    const service = s?.deliveriesPerSecond ?? null;
+    const bare = b?.deliveriesPerSecond ?? null;
+    row({
+      scenario: 'fan-out',
+      figure: `deliveries/s (1 → ${f.settings.members - 1} online, window ${f.settings.window})`,
+      service,
+      bare,
+      format: int,
+      target: '≥ 0.5× bare',
+      ok: service !== null && bare ? service >= 0.5 * bare : null,
+    });
+    row({ figure: 'messages/s', service: s?.messagesPerSecond, bare: b?.messagesPerSecond, format: int });
+    row({ figure: 'delivery p99 ms', service: s?.deliveryLatencyMs?.p99, bare: b?.deliveryLatencyMs?.p99, format: ms });
+    row({
+      figure: 'server CPU ms/msg',
+      service: s?.serverCpuMsPerMessage,
+      bare: b?.serverCpuMsPerMessage,
+      format: three,
+    });
+    storeRows(s?.store);
+    handlerRows(s?.cpu?.serverHandlerMeanMs, ['send']);
+    errors(s, b);
+  }
+  return rows;
+}
+
+const COLUMNS = [
+  ['scenario', 'scenario'],
+  ['figure', 'figure'],
+  ['service', 'service'],
+  ['bare', 'bare relay'],
+  ['ratio', 'ratio'],
+  ['target', 'target'],
+  ['result', 'result'],
+];
+const RIGHT = new Set(['service', 'bare', 'ratio']);
+
+export function formatTable(rows) {
+  const widths = COLUMNS.map(([key, title]) => Math.max(title.length, ...rows.map((row) => String(row[key]).length)));
+  const line = (cells) =>
+    cells
+      .map((cell, i) => (RIGHT.has(COLUMNS[i][0]) ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [
+    line(COLUMNS.map(([, title]) => title)),
+    line(widths.map((width) => '─'.repeat(width))),
+    ...rows.map((row) => line(COLUMNS.map(([key]) => String(row[key])))),
+  ].join('\n');
+}
+
+/** Cores used by each process group during each measured run. */
+export function formatCpu(results) {
+  const lines = [];
+  const groups = ['service', 'bare', 'postgres', 'redis', 'load'];
+  for (const [scenario, byTarget] of Object.entries(results)) {
+    for (const target of ['service', 'bare']) {
+      const cpu = byTarget?.[target]?.cpu;
+      if (!cpu) continue;
+      const cells = groups.map((group) => `${group} ${(cpu.cores[group] ?? 0).toFixed(2)}`).join('  ');
+      lines.push(`${`${scenario} / ${target}`.padEnd(26)} ${cells}   (${cpu.wallSeconds} s)`);
+    }
+  }
+  return lines.length > 0 ? `CPU cores used while measuring (2 = both cores busy):\n${lines.join('\n')}` : '';
+}

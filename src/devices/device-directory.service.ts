@@ -1,0 +1,48 @@
+import { Injectable } from '@nestjs/common';
+
+import { CacheBus, TtlCache } from '../redis/cache-bus.service.js';
+import { DevicesRepository, type DeviceRef } from './devices.repository.js';
+
+const CACHE_TTL_MS = 30_000;
+
+/**
+ * Which devices each user has, for fan-out. Cached per user in memory; a device that
+ * appears or goes invalidates its user's entry on every instance at once (CacheBus).
+ */
+@Injectable()
+export class DeviceDirectory {
+  private readonly byUser = new TtlCache<DeviceRef[]>(CACHE_TTL_MS);
+
+  constructor(
+    private readonly devices: DevicesRepository,
+    private readonly bus: CacheBus,
+  ) {
+    bus.on('devices', (userId) => this.byUser.delete(userId));
+  }
+
+  async devicesOf(userIds: readonly string[]): Promise<DeviceRef[]> {
+    const found: DeviceRef[] = [];
+    const missing: string[] = [];
+    for (const userId of userIds) {
+      const cached = this.byUser.get(userId);
+      if (cached) found.push(...cached);
+      else missing.push(userId);
+    }
+    if (missing.length > 0) {
+      const version = this.byUser.version;
+      const loaded = await this.devices.devicesOf(missing);
+      const grouped = new Map<string, DeviceRef[]>(missing.map((userId) => [userId, []]));
+      for (const device of loaded) grouped.get(device.userId)?.push(device);
+      for (const [userId, devices] of grouped) {
+        this.byUser.set(userId, devices, version);
+        found.push(...devices);
+      }
+    }
+    return found;
+  }
+
+  /** A device of this user was added or removed. */
+  changed(userId: string): void {
+    this.bus.invalidate('devices', userId);
+  }
+}

@@ -1,0 +1,133 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+
+import { AppConfig } from '../config/app-config.js';
+import { PUSH_OPTIONS, PUSH_QUEUE_NAME, PUSH_QUEUE_PREFIX, type PushOptions } from './push.options.js';
+
+/** One push: a message for one device. No token: it is read fresh when the job runs. */
+export interface PushJobData {
+  messageId: string;
+  conversationId: string;
+  seq: number;
+  userId: string;
+  deviceId: string;
+  e2e: boolean;
+}
+
+/** One run of a job, as the handler sees it. */
+export interface PushAttempt {
+  data: PushJobData;
+  /** 1 for the first try. */
+  attempt: number;
+  /** Tries this job gets at most. */
+  attempts: number;
+}
+
+/** Thrown by a handler for a failed try; `retryable: false` ends the job at once. */
+export class PushAttemptError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly retryable: boolean,
+  ) {
+    super(reason);
+    this.name = 'PushAttemptError';
+  }
+}
+
+/**
+ * The durable push queue: BullMQ in Redis (keys `bull:push:*`), so jobs outlive a restart.
+ * One job per message and device (`jobId` dedupes), delayed by the grace period, retried
+ * with exponential backoff, kept as failed after the last try.
+ *
+ * Two connections of its own, not the shared one: the worker's (BullMQ duplicates it for
+ * its blocking fetch) must have `maxRetriesPerRequest: null`; the producer's keeps failing
+ * fast, so that enqueueing never hangs while Redis is away.
+ */
+@Injectable()
+export class PushJobsRepository {
+  private readonly logger = new Logger(PushJobsRepository.name);
+  private producer?: Redis;
+  private consumer?: Redis;
+  private queue?: Queue<PushJobData>;
+  private worker?: Worker<PushJobData>;
+
+  constructor(
+    private readonly config: AppConfig,
+    @Inject(PUSH_OPTIONS) private readonly options: PushOptions,
+  ) {}
+
+  /** Opens the queue and starts the worker, which hands each try to `handler`. */
+  open(handler: (attempt: PushAttempt) => Promise<void>): void {
+    const onError = (what: string) => (error: Error) => this.logger.warn(`${what}: ${error.message}`);
+    this.producer = new Redis(this.config.redisUrl, {
+      maxRetriesPerRequest: 1,
+      connectTimeout: 5_000,
+      retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+    });
+    this.producer.on('error', onError('push queue redis'));
+    this.consumer = new Redis(this.config.redisUrl, {
+      maxRetriesPerRequest: null,
+      connectTimeout: 5_000,
+      retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+    });
+    this.consumer.on('error', onError('push worker redis'));
+    this.queue = new Queue<PushJobData>(PUSH_QUEUE_NAME, { connection: this.producer, prefix: PUSH_QUEUE_PREFIX });
+    this.queue.on('error', onError('push queue'));
+    this.worker = new Worker<PushJobData>(
+      PUSH_QUEUE_NAME,
+      async (job: Job<PushJobData>) => {
+        try {
+          await handler({ data: job.data, attempt: job.attemptsMade + 1, attempts: job.opts.attempts ?? 1 });
+        } catch (error) {
+          if (error instanceof PushAttemptError && !error.retryable) throw new UnrecoverableError(error.reason);
+          throw error;
+        }
+      },
+      { connection: this.consumer, prefix: PUSH_QUEUE_PREFIX, concurrency: this.options.concurrency },
+    );
+    this.worker.on('error', onError('push worker'));
+  }
+
+  /** Queues pushes; a job whose id is already queued (or recently done) is not added again. */
+  async add(jobs: readonly PushJobData[]): Promise<void> {
+    if (!this.queue || jobs.length === 0) return;
+    const o = this.options;
+    await this.queue.addBulk(
+      jobs.map((data) => ({
+        name: 'apns',
+        data,
+        opts: {
+          jobId: pushJobId(data),
+          delay: o.graceMs,
+          attempts: o.attempts,
+          backoff: { type: 'exponential', delay: o.backoffMs, jitter: 0.2 },
+          removeOnComplete: { age: o.keepCompletedSec, count: o.keepCompletedCount },
+          removeOnFail: { age: o.keepFailedSec },
+        },
+      })),
+    );
+  }
+
+  /**
+   * Stops taking jobs (waiting for the ones running), then closes the queue and both
+   * connections. Jobs not yet run stay in Redis for the next start.
+   */
+  async close(): Promise<void> {
+    const { worker, queue, producer, consumer } = this;
+    this.worker = this.queue = this.producer = this.consumer = undefined;
+    await worker?.close().catch((error: unknown) => this.logger.warn(`closing the push worker: ${String(error)}`));
+    await queue?.close().catch((error: unknown) => this.logger.warn(`closing the push queue: ${String(error)}`));
+    for (const connection of [producer, consumer]) {
+      await connection?.quit().catch(() => connection.disconnect());
+    }
+  }
+}
+
+/**
+ * `<messageId>:<userId>:<deviceId>`. BullMQ allows `:` in a custom id only as exactly two
+ * separators, and a user id (a token's `sub`) may contain one, so it is URI-encoded.
+ */
+export function pushJobId(data: Pick<PushJobData, 'messageId' | 'userId' | 'deviceId'>): string {
+  return `${data.messageId}:${encodeURIComponent(data.userId)}:${data.deviceId}`;
+}

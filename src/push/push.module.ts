@@ -1,0 +1,37 @@
+import { Module } from '@nestjs/common';
+
+import { AppConfig } from '../config/app-config.js';
+import { DevicesModule } from '../devices/devices.module.js';
+import { MessageCodec } from '../messages/message.codec.js';
+import { MessagesRepository } from '../messages/messages.repository.js';
+import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
+import { PresenceModule } from '../presence/presence.module.js';
+import { ApnsClient } from './apns.client.js';
+import { PushDeliveryService } from './push-delivery.service.js';
+import { PushJobsRepository } from './push-jobs.repository.js';
+import { PushPreviewService } from './push-preview.service.js';
+import { PushMetrics } from './push.metrics.js';
+import { PUSH_OPTIONS, pushOptionsFor } from './push.options.js';
+import { PushService } from './push.service.js';
+
+/**
+ * APNs push for offline iOS devices (PushService), fed by the message fan-out. Previews
+ * read message rows with their own MessagesRepository and MessageCodec (both stateless):
+ * MessagesModule imports this module, so it cannot be imported back.
+ */
+@Module({
+  imports: [DevicesModule, OfflineQueueModule, PresenceModule],
+  providers: [
+    { provide: PUSH_OPTIONS, useFactory: pushOptionsFor, inject: [AppConfig] },
+    PushService,
+    PushDeliveryService,
+    PushPreviewService,
+    PushJobsRepository,
+    ApnsClient,
+    PushMetrics,
+    MessagesRepository,
+    MessageCodec,
+  ],
+  exports: [PushService],
+})
+export class PushModule {}

@@ -1,0 +1,78 @@
+import type { AppConfig } from '../config/app-config.js';
+
+/**
+ * Push tuning that is not part of the environment contract (PROTOCOL.md section 7 names
+ * only the APNS_* variables). Production defaults live here; an embedder that builds the
+ * app itself (the tests) attaches other values to its AppConfig with `setPushOptions`
+ * before `createApp(config)`. Services receive the result through the PUSH_OPTIONS token.
+ */
+export interface PushOptions {
+  /**
+   * How long a push waits after its message was queued. When the job runs, it sends only
+   * if the device still has no live socket and has not acked the message, so a device
+   * that drops right after a live delivery is still reached, and one that acks or
+   * reconnects within the grace period is not woken for nothing.
+   */
+  graceMs: number;
+  /** Send attempts per push (first try included) for retryable APNs answers. */
+  attempts: number;
+  /** First retry delay; each further retry doubles it (with up to 20% jitter). */
+  backoffMs: number;
+  /**
+   * Sender and a truncated text preview in server-mode conversations' alerts. Off by
+   * default: alerts then say only "New message". Never applies to e2e conversations.
+   */
+  previews: boolean;
+  /** Longest preview, in user-perceived characters, before the payload size cap. */
+  previewMaxChars: number;
+  /** APNs drops an undelivered notification this long after it was sent. */
+  expirySec: number;
+  /** One APNs request gives up (and is retried) after this long. */
+  requestTimeoutMs: number;
+  /** Pushes sent at once by this instance (they share one HTTP/2 connection per environment). */
+  concurrency: number;
+  /** Completed jobs are kept this long (and at most keepCompletedCount), so a re-enqueue dedupes. */
+  keepCompletedSec: number;
+  keepCompletedCount: number;
+  /** Jobs that failed for good are kept this long for inspection. */
+  keepFailedSec: number;
+  /**
+   * PEM certificates to trust for the APNs endpoint instead of the system's roots: for a
+   * test server or a TLS-terminating proxy at APNS_HOST. Unset in production.
+   */
+  ca?: string[];
+}
+
+export const DEFAULT_PUSH_OPTIONS: Readonly<PushOptions> = Object.freeze({
+  graceMs: 2_000,
+  attempts: 8,
+  backoffMs: 1_000,
+  previews: false,
+  previewMaxChars: 120,
+  expirySec: 86_400,
+  requestTimeoutMs: 5_000,
+  concurrency: 16,
+  keepCompletedSec: 3_600,
+  keepCompletedCount: 10_000,
+  keepFailedSec: 7 * 86_400,
+});
+
+/** Injection token of the effective PushOptions. */
+export const PUSH_OPTIONS = Symbol('PUSH_OPTIONS');
+
+/** BullMQ key prefix and queue name: keys are `bull:push:*`. */
+export const PUSH_QUEUE_PREFIX = 'bull';
+export const PUSH_QUEUE_NAME = 'push';
+
+const attached = new WeakMap<AppConfig, Partial<PushOptions>>();
+
+/** Attaches push tuning to one configuration (the app built from it uses it). Returns the config. */
+export function setPushOptions(config: AppConfig, options: Partial<PushOptions>): AppConfig {
+  attached.set(config, { ...attached.get(config), ...options });
+  return config;
+}
+
+/** The push options of an app built from `config`: the defaults, then what was attached. */
+export function pushOptionsFor(config: AppConfig): PushOptions {
+  return { ...DEFAULT_PUSH_OPTIONS, ...attached.get(config) };
+}
