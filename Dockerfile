@@ -6,7 +6,8 @@ COPY package.json package-lock.json ./
 COPY scripts ./scripts
 COPY prisma ./prisma
 COPY prisma.config.ts tsconfig.json tsconfig.build.json ./
-RUN npm ci
+# npm install rather than npm ci: see .ci/run (the lockfile lacks some platforms' optional binaries).
+RUN npm install --no-audit --no-fund
 COPY src ./src
 RUN npm run build && npm prune --omit=dev --ignore-scripts
 

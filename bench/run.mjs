@@ -88,6 +88,9 @@ const scenarios = SCENARIOS.filter((name) => selected.includes(name));
 const messageWorkerCount = Math.max(1, Number.parseInt(options.workers, 10) || 2);
 
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
+// A closed pipe (`npm run bench | head`) must not end the run before its cleanup.
+process.stdout.on('error', () => undefined);
+process.stderr.on('error', () => undefined);
 
 // ------------------------------------------------------------------------------ helpers
 
@@ -704,7 +707,8 @@ let exitCode = 1;
 try {
   exitCode = await main();
 } catch (error) {
-  log(`failed: ${error.stack ?? error.message}`);
+  // Our own errors say what went wrong; anything else keeps its stack.
+  log(`failed: ${error?.constructor === Error ? error.message : (error?.stack ?? error)}`);
   exitCode = 1;
 } finally {
   await cleanup();

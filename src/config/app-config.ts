@@ -37,6 +37,8 @@ export class AppConfig {
   readonly presenceTtlMs!: number;
   /** Typing ends by itself after timeoutMs; relays are at most one per coalesceMs. */
   readonly typing!: { timeoutMs: number; coalesceMs: number };
+  /** Requests per second one socket may make (bursts up to twice that); handshakes per user per minute. */
+  readonly rateLimits!: { eventsPerSecond: number; connectsPerMinute: number };
   readonly logLevel!: LogLevel;
 
   constructor(values: AppConfigValues) {

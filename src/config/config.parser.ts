@@ -68,6 +68,7 @@ export function parseEnv(env: Record<string, string | undefined>): AppConfig {
     offlineQueueMax: e.OFFLINE_QUEUE_MAX,
     presenceTtlMs: e.PRESENCE_TTL_MS,
     typing: { timeoutMs: e.TYPING_TIMEOUT_MS, coalesceMs: e.TYPING_COALESCE_MS },
+    rateLimits: { eventsPerSecond: e.RATE_LIMIT_EVENTS_PER_SEC, connectsPerMinute: e.RATE_LIMIT_CONNECTS_PER_MIN },
     logLevel: e.LOG_LEVEL,
   });
 }

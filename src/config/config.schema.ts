@@ -139,6 +139,8 @@ export const envSchema = z.object({
   PRESENCE_TTL_MS: positiveInt(30_000, 3_600_000),
   TYPING_TIMEOUT_MS: positiveInt(6_000, 600_000),
   TYPING_COALESCE_MS: positiveInt(1_000, 60_000),
+  RATE_LIMIT_EVENTS_PER_SEC: positiveInt(1_000, 1_000_000),
+  RATE_LIMIT_CONNECTS_PER_MIN: positiveInt(600, 1_000_000),
   LOG_LEVEL: optionalText.pipe(
     z
       .enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` })

@@ -5,11 +5,12 @@ import { ConversationsModule } from '../conversations/conversations.module.js';
 import { MessagesModule } from '../messages/messages.module.js';
 import { PresenceModule } from '../presence/presence.module.js';
 import { MessagingGateway } from './messaging.gateway.js';
+import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher } from './request-dispatcher.js';
 import { SessionService } from './session.service.js';
 
 @Module({
   imports: [MessagesModule, DevicesModule, ConversationsModule, PresenceModule],
-  providers: [MessagingGateway, SessionService, RequestDispatcher],
+  providers: [MessagingGateway, SessionService, RequestDispatcher, RateLimitsService],
 })
 export class GatewayModule {}

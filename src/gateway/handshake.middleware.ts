@@ -3,6 +3,7 @@ import type { Socket } from 'socket.io';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { toPublicError } from '../common/error-mapping.js';
 import type { TokenVerifier } from '../auth/token-verifier.service.js';
+import type { RateLimitsService } from './rate-limits.service.js';
 import type { SocketData } from '../realtime/realtime.types.js';
 
 const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -10,7 +11,7 @@ let connectionCounter = 0;
 
 /** An error that refuses a handshake: the client's connect_error gets `message` = code and `data`. */
 class HandshakeError extends Error {
-  constructor(readonly data: { code: string; message: string }) {
+  constructor(readonly data: { code: string; message: string; details?: Record<string, unknown> }) {
     super(data.code);
   }
 }
@@ -33,15 +34,16 @@ function deviceIdOf(socket: Socket): unknown {
  * bearer header) and the deviceId before the connection is accepted. Nest guards and
  * pipes do not run at the handshake, so this is where it happens.
  */
-export function handshakeMiddleware(verifier: TokenVerifier, newSessionId: () => string) {
+export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsService, newSessionId: () => string) {
   return (socket: Socket, next: (error?: Error) => void): void => {
     const deviceId = deviceIdOf(socket);
     verifier
       .verify(tokenOf(socket))
-      .then((identity) => {
+      .then(async (identity) => {
         if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) {
           throw new AppError(ErrorCode.BadRequest, 'deviceId must match ^[A-Za-z0-9_-]{1,64}$');
         }
+        await limits.consumeConnect(identity.userId);
         const data: SocketData = {
           userId: identity.userId,
           deviceId,
@@ -54,8 +56,12 @@ export function handshakeMiddleware(verifier: TokenVerifier, newSessionId: () =>
         next();
       })
       .catch((error: unknown) => {
-        const { code, message } = toPublicError(error);
-        next(new HandshakeError({ code, message }));
+        const { code, message, details } = toPublicError(error);
+        next(
+          new HandshakeError(
+            details && code === ErrorCode.RateLimited ? { code, message, details } : { code, message },
+          ),
+        );
       });
   };
 }

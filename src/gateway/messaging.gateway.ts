@@ -29,6 +29,7 @@ import {
   typingSchema,
 } from './event.schemas.js';
 import { handshakeMiddleware } from './handshake.middleware.js';
+import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher, type EventHandlers } from './request-dispatcher.js';
 import { SessionService, type AppSocket } from './session.service.js';
 
@@ -51,6 +52,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     private readonly dispatcher: RequestDispatcher,
     private readonly streams: ConversationStreamsService,
     private readonly readMarks: ReadMarksService,
+    private readonly limits: RateLimitsService,
     config: AppConfig,
   ) {
     const { maxBatch } = config.limits;
@@ -100,7 +102,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
 
   afterInit(namespace: RealtimeNamespace): void {
     this.realtime.attach(namespace);
-    namespace.use(handshakeMiddleware(this.verifier, randomUUID));
+    namespace.use(handshakeMiddleware(this.verifier, this.limits, randomUUID));
   }
 
   handleConnection(socket: AppSocket): void {

@@ -5,6 +5,7 @@ import { toPublicError } from '../common/error-mapping.js';
 import { MetricsService } from '../health/metrics.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import type { ClientToServerEvents, Reply } from '../realtime/realtime.types.js';
+import { RateLimitsService } from './rate-limits.service.js';
 import type { AppSocket } from './session.service.js';
 
 type EventName = keyof ClientToServerEvents;
@@ -30,6 +31,7 @@ export class RequestDispatcher {
   constructor(
     private readonly metrics: MessagingMetrics,
     private readonly httpMetrics: MetricsService,
+    private readonly limits: RateLimitsService,
   ) {}
 
   bind(socket: AppSocket, handlers: EventHandlers, ready: Promise<void>): void {
@@ -62,6 +64,7 @@ export class RequestDispatcher {
     let outcome: string = 'ok';
     try {
       await ready;
+      await this.limits.consumeEvent(socket.id);
       const data = await handler(socket, payload);
       ack?.({ ok: true, data: data ?? {} });
     } catch (error) {
