@@ -35,12 +35,16 @@ export interface DeviceRegistration {
 export class DevicesRepository {
   constructor(private readonly prisma: PrismaService) {}
 
-  /** Records a device (first connection) or its latest sighting; true when it is new. */
+  /**
+   * Records a device (first connection) or its latest sighting; true when it is new.
+   * last_seen_at is written at most hourly, so a reconnect costs no write.
+   */
   async touch(userId: string, deviceId: string): Promise<boolean> {
     const { rows } = await this.prisma.sql.query<{ created: boolean }>({
       name: 'devices.touch',
       text: `INSERT INTO devices (user_id, device_id) VALUES ($1, $2)
              ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_at = now()
+             WHERE devices.last_seen_at < now() - interval '1 hour'
              RETURNING (xmax = 0) AS created`,
       values: [userId, deviceId],
     });
