@@ -5,33 +5,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conversationListReply, conversationReply } from '../../src/conversations/conversations.schemas.js';
 import { RealtimeService } from '../../src/realtime/realtime.service.js';
 import { rooms, type ReceiptPayload } from '../../src/realtime/realtime.types.js';
+import { httpCall, type HttpReply } from '../support/http.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, mintToken, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
 
-interface Reply {
-  status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  headers: Headers;
-}
+type Reply = HttpReply;
 
 describe('REST conversations', () => {
   let service: TestApp;
   let serviceToken: string;
   const open: TestClient[] = [];
 
-  const call = async (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> => {
-    const headers: Record<string, string> = {};
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(`${service.url}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : undefined, headers: response.headers };
-  };
+  const call = (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> =>
+    httpCall(service.url, method, path, token, body);
   const as = async (user: string) => mintToken(user);
   /** Puts the user's sockets in the conversation's room, as the socket `join` event does. */
   const joinRoom = async (user: string, conversationId: string) => {

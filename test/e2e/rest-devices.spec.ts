@@ -3,14 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deviceKeysReply, deviceReply } from '../../src/devices/devices.schemas.js';
 import type { PageData } from '../../src/realtime/realtime.types.js';
 import { RedisService } from '../../src/redis/redis.service.js';
+import { httpCall, type HttpReply } from '../support/http.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, mintToken, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
 
-interface Reply {
-  status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
+type Reply = HttpReply;
 
 const APNS_TOKEN = 'a1'.repeat(32);
 const PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -20,18 +18,8 @@ describe('REST devices', () => {
   let serviceToken: string;
   const open: TestClient[] = [];
 
-  const call = async (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> => {
-    const headers: Record<string, string> = {};
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(`${service.url}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : undefined };
-  };
+  const call = (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> =>
+    httpCall(service.url, method, path, token, body);
   const as = (user: string) => mintToken(user);
   const client = async (user: string, deviceId: string) => {
     const c = await connect(service.url, user, { deviceId });

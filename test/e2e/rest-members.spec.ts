@@ -6,32 +6,20 @@ import { conversationReply } from '../../src/conversations/conversations.schemas
 import { RealtimeService } from '../../src/realtime/realtime.service.js';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { rooms, type MembershipPayload, type PageData, type WireError } from '../../src/realtime/realtime.types.js';
+import { httpCall, type HttpReply } from '../support/http.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, mintToken, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
 
-interface Reply {
-  status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
+type Reply = HttpReply;
 
 describe('REST conversation members', () => {
   let service: TestApp;
   let serviceToken: string;
   const open: TestClient[] = [];
 
-  const call = async (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> => {
-    const headers: Record<string, string> = {};
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(`${service.url}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : undefined };
-  };
+  const call = (method: string, path: string, token: string | null, body?: unknown): Promise<Reply> =>
+    httpCall(service.url, method, path, token, body);
   const as = (user: string) => mintToken(user);
   const client = async (user: string, deviceId = 'phone') => {
     const c = await connect(service.url, user, { deviceId });
