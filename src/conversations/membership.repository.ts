@@ -8,7 +8,11 @@ export class MembershipRepository {
   constructor(private readonly prisma: PrismaService) {}
 
   async conversationIdsOf(userId: string): Promise<string[]> {
-    const rows = await this.prisma.conversationMember.findMany({ where: { userId }, select: { conversationId: true } });
-    return rows.map((row) => row.conversationId);
+    const { rows } = await this.prisma.sql.query<{ conversation_id: string }>({
+      name: 'memberships.of',
+      text: 'SELECT conversation_id FROM conversation_members WHERE user_id = $1',
+      values: [userId],
+    });
+    return rows.map((row) => row.conversation_id);
   }
 }

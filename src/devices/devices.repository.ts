@@ -58,12 +58,15 @@ export class DevicesRepository {
    * fanned out to this device or already counted in last_seq.
    */
   async ensureCursors(userId: string, deviceId: string): Promise<void> {
-    await this.prisma.$executeRaw`
-      INSERT INTO delivery_cursors (user_id, device_id, conversation_id, acked_seq)
-      SELECT ${userId}, ${deviceId}, c.id, c.last_seq
-      FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
-      WHERE m.user_id = ${userId}
-      ON CONFLICT DO NOTHING`;
+    await this.prisma.sql.query({
+      name: 'devices.ensureCursors',
+      text: `INSERT INTO delivery_cursors (user_id, device_id, conversation_id, acked_seq)
+             SELECT $1, $2, c.id, c.last_seq
+             FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.user_id = $1
+             ON CONFLICT DO NOTHING`,
+      values: [userId, deviceId],
+    });
   }
 
   /** Gives every device of `userId` a cursor in one conversation (the user was just added). */
@@ -215,16 +218,23 @@ export class DevicesRepository {
    * its cursor in each conversation, not sent by this device itself, oldest first.
    */
   async pendingFor(userId: string, deviceId: string, limit: number): Promise<PendingEntry[]> {
-    const rows = await this.prisma.$queryRaw<
-      { id: string; conversation_id: string; seq: bigint; sender_id: string; created_at: Date }[]
-    >`
-      SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.created_at
-      FROM delivery_cursors dc
-      JOIN messages m ON m.conversation_id = dc.conversation_id AND m.seq > dc.acked_seq
-      WHERE dc.user_id = ${userId} AND dc.device_id = ${deviceId}
-        AND NOT (m.sender_id = ${userId} AND m.sender_device_id = ${deviceId})
-      ORDER BY m.created_at, m.conversation_id, m.seq
-      LIMIT ${limit}`;
+    const { rows } = await this.prisma.sql.query<{
+      id: string;
+      conversation_id: string;
+      seq: string;
+      sender_id: string;
+      created_at: Date;
+    }>({
+      name: 'devices.pendingFor',
+      text: `SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.created_at
+             FROM delivery_cursors dc
+             JOIN messages m ON m.conversation_id = dc.conversation_id AND m.seq > dc.acked_seq
+             WHERE dc.user_id = $1 AND dc.device_id = $2
+               AND NOT (m.sender_id = $1 AND m.sender_device_id = $2)
+             ORDER BY m.created_at, m.conversation_id, m.seq
+             LIMIT $3`,
+      values: [userId, deviceId, limit],
+    });
     return rows.map((row) => ({
       messageId: row.id,
       conversationId: row.conversation_id,

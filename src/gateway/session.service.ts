@@ -51,13 +51,14 @@ export class SessionService {
   async open(socket: AppSocket): Promise<void> {
     const { userId, deviceId } = socket.data;
     await this.replaceOlderSockets(socket);
-    if (await this.devices.touch(userId, deviceId)) {
+    const isNew = await this.devices.touch(userId, deviceId);
+    if (isNew) {
       // A new device: it receives what is sent from now on (cursors at the current seqs).
       // Known devices already have theirs: member additions create them for every device.
       this.directory.changed(userId);
       await this.devices.ensureCursors(userId, deviceId);
     }
-    const unacked = await this.delivery.prepare({ userId, deviceId });
+    const unacked = await this.delivery.prepare({ userId, deviceId }, isNew);
     await socket.join(rooms.user(userId));
     this.scheduleExpiry(socket);
     this.metrics.connections.inc();

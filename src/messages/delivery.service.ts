@@ -18,8 +18,9 @@ export class DeliveryService {
   ) {}
 
   /** Makes the device's queue trustworthy (rebuilt if Redis lost it) and returns its length. */
-  async prepare(device: DeviceRef): Promise<number> {
-    await this.queue.ensureSynced(device);
+  async prepare(device: DeviceRef, isNew: boolean): Promise<number> {
+    if (isNew) await this.queue.markNewDeviceSynced(device);
+    else await this.queue.ensureSynced(device);
     const length = await this.queue.length(device);
     this.metrics.queueDepth.observe(length);
     return length;

@@ -35,6 +35,14 @@ export class OfflineQueueService {
     }
   }
 
+  /**
+   * A device seen for the first time has nothing to rebuild (its cursors start at the
+   * current seqs): mark its queue as in sync without reading PostgreSQL.
+   */
+  async markNewDeviceSynced(device: DeviceRef): Promise<void> {
+    await this.queues.setDeviceEpoch(device, await this.queues.currentEpoch());
+  }
+
   /** Rebuilds this device's queue from PostgreSQL if Redis lost it since the last sync. */
   async ensureSynced(device: DeviceRef): Promise<void> {
     const epoch = await this.queues.currentEpoch();
