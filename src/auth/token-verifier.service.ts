@@ -1,4 +1,6 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+
+type CryptoKey = webcrypto.CryptoKey;
 
 import { Injectable } from '@nestjs/common';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
@@ -30,14 +32,17 @@ const MAX_TOKEN_LENGTH = 8_192;
  */
 @Injectable()
 export class TokenVerifier {
-  private readonly key: Uint8Array | KeyObject | JWTVerifyGetKey;
+  private readonly key: CryptoKey | Promise<CryptoKey> | KeyObject | JWTVerifyGetKey;
   private readonly algorithms: string[];
 
   constructor(private readonly config: AppConfig) {
     const source = config.jwt.key;
     switch (source.kind) {
       case 'secret':
-        this.key = source.secret;
+        // Imported once: handing jose the raw bytes would re-import the key on every verify.
+        this.key = webcrypto.subtle.importKey('raw', source.secret, { name: 'HMAC', hash: 'SHA-256' }, false, [
+          'verify',
+        ]);
         this.algorithms = ['HS256'];
         break;
       case 'publicKey': {
@@ -67,10 +72,9 @@ export class TokenVerifier {
         audience: this.config.jwt.audience,
         clockTolerance: this.config.jwt.clockToleranceSec,
       };
+      const key = this.key instanceof Promise ? await this.key : this.key;
       const result =
-        typeof this.key === 'function'
-          ? await jwtVerify(token, this.key, options)
-          : await jwtVerify(token, this.key, options);
+        typeof key === 'function' ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options);
       payload = result.payload;
     } catch (error) {
       throw toAuthError(error);
