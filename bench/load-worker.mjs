@@ -90,13 +90,32 @@ async function closeAll(sockets) {
   await sleep(50);
 }
 
-/** emitWithAck with a timeout, resolving `{ ok, data | error }` (timeouts become ok: false). */
-function request(socket, event, payload, timeoutMs) {
+/** A request with a timeout, resolving `{ ok, data | error }` (timeouts become ok: false). */
+function request(socket, event, payload, timeoutMs, tally) {
   return new Promise((resolve) => {
-    socket.timeout(timeoutMs).emit(event, payload, (error, reply) => {
+    emitRetrying(socket, event, payload, timeoutMs, tally, (error, reply) => {
       if (error) resolve({ ok: false, error: { code: 'timeout', message: `${event}: no reply in ${timeoutMs} ms` } });
       else resolve(reply ?? { ok: false, error: { code: 'empty', message: 'empty reply' } });
     });
+  });
+}
+
+const MAX_RATE_LIMIT_RETRIES = 50;
+
+/**
+ * emit with an ack and a timeout, as a well-behaved client does it: a `rate_limited`
+ * reply is retried after its retryAfterMs (sends are idempotent by clientMsgId).
+ * `callback(error, reply)` gets the final outcome.
+ */
+function emitRetrying(socket, event, payload, timeoutMs, tally, callback, attempt = 0) {
+  socket.timeout(timeoutMs).emit(event, payload, (error, reply) => {
+    if (!error && reply?.ok === false && reply.error?.code === 'rate_limited' && attempt < MAX_RATE_LIMIT_RETRIES) {
+      tally.rateLimited += 1;
+      const wait = Number(reply.error.details?.retryAfterMs) || 100;
+      setTimeout(() => emitRetrying(socket, event, payload, timeoutMs, tally, callback, attempt + 1), wait);
+      return;
+    }
+    callback(error, reply);
   });
 }
 
@@ -115,6 +134,8 @@ class ErrorTally {
   constructor() {
     this.count = 0;
     this.byCode = {};
+    /** Requests answered rate_limited and sent again after retryAfterMs (not errors). */
+    this.rateLimited = 0;
   }
 
   add(error) {
@@ -200,9 +221,13 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     pair.inFlight += 1;
     inFlight += 1;
     totals.sent += 1;
-    pair.senderSocket
-      .timeout(timeoutMs)
-      .emit('send', { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) }, (error, reply) => {
+    emitRetrying(
+      pair.senderSocket,
+      'send',
+      { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) },
+      timeoutMs,
+      errors,
+      (error, reply) => {
         if (error || !reply?.ok) {
           errors.add(error ? { code: 'timeout' } : reply?.error);
           settle(pair, record, true);
@@ -212,7 +237,8 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
         totals.stored += 1;
         if (inWindow(clock())) windowed.stored += 1;
         maybeComplete(pair, record);
-      });
+      },
+    );
   };
 
   const pump = (pair) => {
@@ -230,7 +256,7 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
       record.delivered = true;
       totals.delivered += 1;
       if (inWindow(clock())) windowed.delivered += 1;
-      pair.receiverSocket.timeout(timeoutMs).emit('ack', { messageIds: [message.id] }, (error, reply) => {
+      emitRetrying(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, (error, reply) => {
         if (error || !reply?.ok) {
           errors.add(error ? { code: 'timeout' } : reply?.error);
           settle(pair, record, true);
@@ -288,7 +314,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
       received += 1;
       if (now <= stopAt) receivedBeforeStop += 1;
       if (sentAt !== null && sentAt >= measureFrom && sentAt <= stopAt) delivery.push(now - sentAt);
-      pair.receiverSocket.timeout(timeoutMs).emit('ack', { messageIds: [message.id] }, (error, reply) => {
+      emitRetrying(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, (error, reply) => {
         if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
       });
     });
@@ -298,15 +324,20 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
     const sentAt = clock();
     const clientMsgId = `${runId}-${pair.index}-${sent}`;
     sent += 1;
-    pair.senderSocket
-      .timeout(timeoutMs)
-      .emit('send', { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) }, (error, reply) => {
+    emitRetrying(
+      pair.senderSocket,
+      'send',
+      { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) },
+      timeoutMs,
+      errors,
+      (error, reply) => {
         if (error || !reply?.ok) {
           errors.add(error ? { code: 'timeout' } : reply?.error);
           return;
         }
         if (sentAt >= measureFrom) stored.push(clock() - sentAt);
-      });
+      },
+    );
   };
 
   await new Promise((resolve) => {
@@ -397,15 +428,20 @@ async function drainRun({ target, conversationId, sender, receiver, count, windo
         const clientMsgId = `${runId}-drain-${sent}`;
         sent += 1;
         inFlight += 1;
-        senderSocket
-          .timeout(timeoutMs)
-          .emit('send', { conversationId, clientMsgId, body: bodyAt(clock()) }, (error, reply) => {
+        emitRetrying(
+          senderSocket,
+          'send',
+          { conversationId, clientMsgId, body: bodyAt(clock()) },
+          timeoutMs,
+          errors,
+          (error, reply) => {
             inFlight -= 1;
             if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
             else stored += 1;
             if (sent >= count && inFlight === 0) resolve();
             else pump();
-          });
+          },
+        );
       }
     };
     pump();
@@ -425,7 +461,7 @@ async function drainRun({ target, conversationId, sender, receiver, count, windo
   let inOrder = true;
   let drainedAt = null;
   for (let guard = 0; guard < Math.ceil(count / maxBatch) * 3 + 10; guard += 1) {
-    const page = await request(socket, 'get-unacked', { limit: maxBatch }, timeoutMs);
+    const page = await request(socket, 'get-unacked', { limit: maxBatch }, timeoutMs, errors);
     if (!page.ok) {
       errors.add(page.error);
       break;
@@ -441,7 +477,13 @@ async function drainRun({ target, conversationId, sender, receiver, count, windo
       lastSeq = message.seq;
       seen.add(message.id);
     }
-    const acked = await request(socket, 'ack', { messageIds: messages.map((message) => message.id) }, timeoutMs);
+    const acked = await request(
+      socket,
+      'ack',
+      { messageIds: messages.map((message) => message.id) },
+      timeoutMs,
+      errors,
+    );
     if (!acked.ok) {
       errors.add(acked.error);
       break;
@@ -452,7 +494,7 @@ async function drainRun({ target, conversationId, sender, receiver, count, windo
     }
   }
   // Outside the timed part: the queue must now be empty.
-  const check = await request(socket, 'get-unacked', { limit: maxBatch }, timeoutMs);
+  const check = await request(socket, 'get-unacked', { limit: maxBatch }, timeoutMs, errors);
   socket.close();
   return {
     count,
@@ -531,9 +573,13 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
       records.set(clientMsgId, record);
       sent += 1;
       inFlight += 1;
-      fan.sender
-        .timeout(timeoutMs)
-        .emit('send', { conversationId: fan.conversationId, clientMsgId, body: bodyAt(sentAt) }, (error, reply) => {
+      emitRetrying(
+        fan.sender,
+        'send',
+        { conversationId: fan.conversationId, clientMsgId, body: bodyAt(sentAt) },
+        timeoutMs,
+        errors,
+        (error, reply) => {
           if (error || !reply?.ok) {
             errors.add(error ? { code: 'timeout' } : reply?.error);
             release(record);
@@ -542,7 +588,8 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
           stored += 1;
           record.stored = true;
           maybeRelease(record);
-        });
+        },
+      );
     }
   };
 

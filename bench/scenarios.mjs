@@ -72,10 +72,11 @@ async function inParallel(items, concurrency, task) {
 }
 
 function mergeErrors(parts) {
-  const merged = { count: 0, byCode: {} };
+  const merged = { count: 0, byCode: {}, rateLimited: 0 };
   for (const part of parts) {
     if (!part) continue;
     merged.count += part.count;
+    merged.rateLimited += part.rateLimited ?? 0;
     for (const [code, count] of Object.entries(part.byCode)) merged.byCode[code] = (merged.byCode[code] ?? 0) + count;
   }
   return merged;

@@ -33,6 +33,9 @@ export function rowsOf(results) {
   const one = (value) => number(value, 1);
   const three = (value) => number(value, 3);
   const errors = (service, bare) => {
+    if (service?.errors?.rateLimited > 0) {
+      row({ figure: 'service: requests rate-limited, then retried', service: service.errors.rateLimited, format: int });
+    }
     if ((service?.errors?.count ?? 0) + (bare?.errors?.count ?? 0) === 0) return;
     row({
       figure: 'errors and timeouts',

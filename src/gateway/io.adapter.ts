@@ -1,11 +1,12 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
-import { createAdapter } from '@socket.io/redis-adapter';
+import { createAdapter, type RedisAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
 import type { RedisService } from '../redis/redis.service.js';
+import type { ClusterTopology } from './cluster-topology.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
 const ENVELOPE_BYTES = 64 * 1024;
@@ -28,6 +29,7 @@ export class AppIoAdapter extends IoAdapter {
     app: INestApplicationContext,
     private readonly config: AppConfig,
     private readonly redis: RedisService,
+    private readonly topology: ClusterTopology,
   ) {
     super(app);
   }
@@ -47,7 +49,7 @@ export class AppIoAdapter extends IoAdapter {
     // Outages are reported by the main connection and readiness; these just reconnect.
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
-    server.adapter(createAdapter(publishSafely(pub), sub, { key: 'sio' }));
+    server.adapter(skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: 'sio' }), this.topology));
     return server;
   }
 
@@ -74,4 +76,22 @@ function publishSafely(client: Redis): Redis {
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
+}
+
+type AdapterFactory = ReturnType<typeof createAdapter>;
+type BroadcastArgs = Parameters<RedisAdapter['broadcast']>;
+
+/**
+ * Broadcasts stay local while this is the only instance (ClusterTopology): nobody else
+ * would receive the Redis copy.
+ */
+function skipRedisWhenAlone(factory: AdapterFactory, topology: ClusterTopology): AdapterFactory {
+  // Socket.IO calls the factory with `new`: it must be a plain function, not an arrow.
+  return function adapterFor(nsp: Parameters<AdapterFactory>[0]): RedisAdapter {
+    const adapter = factory(nsp);
+    const broadcast = adapter.broadcast.bind(adapter);
+    adapter.broadcast = (packet: BroadcastArgs[0], opts: BroadcastArgs[1]) =>
+      broadcast(packet, topology.alone ? { ...opts, flags: { ...opts.flags, local: true } } : opts);
+    return adapter;
+  };
 }

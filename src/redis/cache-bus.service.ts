@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+
 import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 
@@ -16,6 +18,7 @@ type Handler = (key: string) => void;
 export class CacheBus implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger(CacheBus.name);
   private readonly handlers = new Map<string, Handler[]>();
+  private readonly echoes = new Map<string, () => void>();
   private subscriber?: Redis;
 
   constructor(private readonly redis: RedisService) {}
@@ -44,9 +47,41 @@ export class CacheBus implements OnModuleInit, OnModuleDestroy {
     });
   }
 
+  /**
+   * As `invalidate`, and resolves once the message came back through Redis to this
+   * instance: Redis has then written it to every subscriber (or after `timeoutMs`).
+   */
+  async invalidateAndConfirm(topic: string, key: string, timeoutMs = 1_000): Promise<void> {
+    const nonce = randomUUID();
+    const echoed = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.echoes.delete(nonce);
+        resolve();
+      }, timeoutMs);
+      timer.unref();
+      this.echoes.set(nonce, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.run(topic, key);
+    this.redis.client.publish(CHANNEL, JSON.stringify([topic, key, nonce])).catch((error: unknown) => {
+      this.logger.warn(`could not publish a cache invalidation: ${String(error)}`);
+    });
+    await echoed;
+  }
+
   private dispatch(raw: string): void {
     try {
-      const [topic, key] = JSON.parse(raw) as [string, string];
+      const [topic, key, nonce] = JSON.parse(raw) as [string, string, string?];
+      if (nonce !== undefined) {
+        const echo = this.echoes.get(nonce);
+        if (echo) {
+          this.echoes.delete(nonce);
+          echo();
+          return;
+        }
+      }
       this.run(topic, key);
     } catch {
       this.logger.warn('ignored a malformed cache invalidation');

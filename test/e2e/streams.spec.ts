@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { JoinData, PresencePayload, ReceiptPayload, TypingPayload } from '../../src/realtime/realtime.types.js';
+import { ClusterTopology } from '../../src/gateway/cluster-topology.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
@@ -181,6 +182,40 @@ describe('across instances', () => {
       b2.close();
     } finally {
       await second.close();
+      await first.close();
+    }
+  });
+
+  it('stops keeping broadcasts local as soon as a second instance joins', async () => {
+    const first = await startTestApp(TIMING);
+    try {
+      const topology = first.app.get(ClusterTopology);
+      const deadline = Date.now() + 10_000;
+      while (!topology.alone && Date.now() < deadline) await settle(50);
+      expect(topology.alone).toBe(true);
+
+      const second = await startTestApp({ ...TIMING, DATABASE_URL: first.databaseUrl, REDIS_URL: first.redisUrl });
+      try {
+        // In one process the announcement is read a tick after the second app is up;
+        // between processes a client's handshake takes far longer than that.
+        const joined = Date.now();
+        while (topology.alone && Date.now() - joined < 1_000) await settle(5);
+        expect(topology.alone).toBe(false);
+        const alice = userId('alice');
+        const bob = userId('bob');
+        const conversationId = await createConversation(first, alice, [bob]);
+        const a = await connect(first.url, alice);
+        const b = await connect(second.url, bob);
+        const { message } = dataOf(
+          await a.request<{ message: unknown }>('send', { conversationId, clientMsgId: 'j1', body: 'hi' }),
+        );
+        expect((await b.waitForMessages(1))[0]).toEqual(message);
+        a.close();
+        b.close();
+      } finally {
+        await second.close();
+      }
+    } finally {
       await first.close();
     }
   });
