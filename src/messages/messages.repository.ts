@@ -178,29 +178,34 @@ export class MessagesRepository {
   }
 
   /**
-   * Stores a batch of messages in one transaction (group commit): one round trip finds
-   * clientMsgIds already stored, one locks the conversations in id order and assigns each
-   * its next seqs, `seal` runs once per message with its seq, and one multi-row INSERT
-   * stores them. Already-stored clientMsgIds take no seq and come back in `existing`. A
-   * unique violation or deadlock (a concurrent writer on another instance) aborts the
-   * batch with `BatchConflict`; the caller then stores its messages one by one.
+   * Stores a batch of messages in one transaction (group commit): one round trip locks
+   * the conversations in id order and assigns each its next seqs, `seal` runs once per
+   * message with its seq, and one multi-row INSERT stores them. Resends are rare, so
+   * by default nothing looks for them first: if the INSERT meets an already-stored
+   * clientMsgId the transaction rolls back with `ResendInBatch`, and the caller runs the
+   * batch again with `lookForResends`, which finds them first (they take no seq and come
+   * back in `existing`). A clash then, or a deadlock (a concurrent writer on another
+   * instance), aborts with `BatchConflict`; the caller stores its messages one by one.
    */
   async insertBatch(
     batch: readonly NewMessage[],
     seal: (message: NewMessage, seq: number, key: StoredKey) => Sealed,
+    lookForResends: boolean,
   ): Promise<{ stored: StoredMessage[]; existing: SealedMessage[] }> {
     try {
       return await this.prisma.transaction(async (sql) => {
-        const existing = (
-          await sql.query<SealedRow>({
-            name: 'messages.batchExisting',
-            text: `SELECT ${SEALED_COLUMNS}
+        const existing = !lookForResends
+          ? []
+          : (
+              await sql.query<SealedRow>({
+                name: 'messages.batchExisting',
+                text: `SELECT ${SEALED_COLUMNS}
                    FROM unnest($1::text[], $2::text[]) AS k(sender_id, client_msg_id)
                    JOIN messages m ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id
                    JOIN conversations c ON c.id = m.conversation_id`,
-            values: [batch.map((m) => m.senderId), batch.map((m) => m.clientMsgId)],
-          })
-        ).rows;
+                values: [batch.map((m) => m.senderId), batch.map((m) => m.clientMsgId)],
+              })
+            ).rows;
         const taken = new Set(existing.map((row) => `${row.sender_id}\n${row.client_msg_id}`));
         const fresh = batch.filter((m) => !taken.has(`${m.senderId}\n${m.clientMsgId}`));
         if (fresh.length === 0) return { stored: [], existing: existing.map(toSealed) };
@@ -236,11 +241,12 @@ export class MessagesRepository {
           at.at += 1;
           return { message: m, seq: at.seq, createdAt, sealed: seal(m, at.seq, at.key) };
         });
-        await sql.query({
+        const inserted = await sql.query({
           name: 'messages.batchInsert',
           text: `INSERT INTO messages (${MESSAGE_COLUMNS})
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                      $8::bytea[], $9::bytea[], $10::int[], $11::timestamptz[])`,
+                                      $8::bytea[], $9::bytea[], $10::int[], $11::timestamptz[])
+                 ON CONFLICT (sender_id, client_msg_id) DO NOTHING`,
           values: [
             rows.map((r) => r.message.id),
             rows.map((r) => r.message.conversationId),
@@ -255,6 +261,10 @@ export class MessagesRepository {
             rows.map((r) => r.createdAt),
           ],
         });
+        if (inserted.rowCount !== rows.length) {
+          // A resend (or a concurrent duplicate) took no row: roll back, no seq is used.
+          throw lookForResends ? new BatchConflict() : new ResendInBatch();
+        }
         return {
           stored: rows.map((r) => ({
             ...r.message,
@@ -309,6 +319,9 @@ export class MessagesRepository {
 }
 
 class DuplicateClientMsgId extends Error {}
+
+/** The batch held a clientMsgId already stored: run it again with `lookForResends`. */
+export class ResendInBatch extends Error {}
 
 /** A batch clashed with a concurrent writer (duplicate clientMsgId, deadlock): store one by one. */
 export class BatchConflict extends Error {}

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 
 import {
   MessagesRepository,
+  ResendInBatch,
   type NewMessage,
   type Sealed,
   type SealedMessage,
@@ -91,9 +92,11 @@ export class SendBatcher {
     }
     const byId = new Map([...leaders.values()].map((w) => [w.send.message.id, w]));
     const reserved: { conversationId: string; seq: number }[] = [];
-    let result: { stored: StoredMessage[]; existing: SealedMessage[] };
-    try {
-      result = await this.messages.insertBatch(
+    const releaseReserved = () => {
+      for (const r of reserved.splice(0)) this.ordered.release(r.conversationId, r.seq);
+    };
+    const attempt = (lookForResends: boolean) =>
+      this.messages.insertBatch(
         [...leaders.values()].map((w) => w.send.message),
         (message, seq, key) => {
           reserved.push({ conversationId: message.conversationId, seq });
@@ -102,9 +105,19 @@ export class SendBatcher {
           if (!waiting) throw new Error('sealed a message that is not in the batch');
           return waiting.send.seal(seq, key);
         },
+        lookForResends,
       );
+    let result: { stored: StoredMessage[]; existing: SealedMessage[] };
+    try {
+      try {
+        result = await attempt(false);
+      } catch (error) {
+        if (!(error instanceof ResendInBatch)) throw error;
+        releaseReserved();
+        result = await attempt(true);
+      }
     } catch (error) {
-      for (const r of reserved) this.ordered.release(r.conversationId, r.seq);
+      releaseReserved();
       for (const waiting of batch) waiting.reject(error);
       return;
     }
