@@ -15,37 +15,48 @@ import type { DeviceRef, PendingEntry } from '../devices/devices.repository.js';
  *   mq:{u d}:epoch   the global epoch this queue was last synced from PostgreSQL in
  * and one global key, mq:epoch, made anew whenever Redis comes back empty.
  */
-const ENQUEUE = `
+/**
+ * Adds entries to many devices' queues in one call (a message fanned out to a group):
+ * ARGV cap, device count, each device's key tag, then (id, score, conversation, seq,
+ * sender) per entry. An entry already queued is left alone. Past the cap the oldest
+ * entries go. Keys are built from the tags, so all must live on one Redis (Redis Cluster
+ * is not supported). Returns the dropped entries as (device index, conversation, seq).
+ */
+const ENQUEUE_MANY = `
 local cap = tonumber(ARGV[1])
-local prefix = ARGV[2]
-local added = 0
+local devices = tonumber(ARGV[2])
+local first = 3 + devices
 local dropped = {}
-for i = 3, #ARGV, 5 do
-  local id, score, conv, seq, sender = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-  if redis.call('ZADD', KEYS[1], 'NX', score, id) == 1 then
-    added = added + 1
-    redis.call('HSET', KEYS[2], id, conv .. '|' .. seq .. '|' .. sender)
-    redis.call('ZADD', prefix .. conv, seq, id)
-    local hi = tonumber(redis.call('HGET', KEYS[3], conv) or '0')
-    if tonumber(seq) > hi then redis.call('HSET', KEYS[3], conv, seq) end
+for d = 1, devices do
+  local tag = ARGV[2 + d]
+  local z, m, hi, prefix = tag .. ':z', tag .. ':m', tag .. ':hi', tag .. ':c:'
+  for i = first, #ARGV, 5 do
+    local id, score, conv, seq, sender = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+    if redis.call('ZADD', z, 'NX', score, id) == 1 then
+      redis.call('HSET', m, id, conv .. '|' .. seq .. '|' .. sender)
+      redis.call('ZADD', prefix .. conv, seq, id)
+      local high = tonumber(redis.call('HGET', hi, conv) or '0')
+      if tonumber(seq) > high then redis.call('HSET', hi, conv, seq) end
+    end
   end
-end
-local size = redis.call('ZCARD', KEYS[1])
-if size > cap then
-  local popped = redis.call('ZPOPMIN', KEYS[1], size - cap)
-  for j = 1, #popped, 2 do
-    local id = popped[j]
-    local entry = redis.call('HGET', KEYS[2], id)
-    if entry then
-      local conv, seq = string.match(entry, '^([^|]+)|([^|]+)|')
-      redis.call('HDEL', KEYS[2], id)
-      redis.call('ZREM', prefix .. conv, id)
-      table.insert(dropped, conv)
-      table.insert(dropped, seq)
+  local size = redis.call('ZCARD', z)
+  if size > cap then
+    local popped = redis.call('ZPOPMIN', z, size - cap)
+    for j = 1, #popped, 2 do
+      local id = popped[j]
+      local entry = redis.call('HGET', m, id)
+      if entry then
+        local conv, seq = string.match(entry, '^([^|]+)|([^|]+)|')
+        redis.call('HDEL', m, id)
+        redis.call('ZREM', prefix .. conv, id)
+        table.insert(dropped, d)
+        table.insert(dropped, conv)
+        table.insert(dropped, seq)
+      end
     end
   end
 end
-return { added, dropped }
+return dropped
 `;
 
 const ACK = `
@@ -101,23 +112,28 @@ const EPOCH_KEY = 'mq:epoch';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** keys z, m, hi; args cap, convPrefix, then (id, score, conv, seq, sender) per entry. */
-    mqEnqueue(z: string, m: string, hi: string, ...args: (string | number)[]): Result<[number, string[]], Context>;
+    /** no keys; args cap, device count, device key tags, then (id, score, conv, seq, sender) per entry. */
+    mqEnqueueMany(...args: (string | number)[]): Result<(string | number)[], Context>;
     /** keys z, m, hi; args convPrefix, then message ids. */
     mqAck(z: string, m: string, hi: string, ...args: string[]): Result<[string[], string[]], Context>;
   }
 }
 
+const tagOf = (device: DeviceRef) => `mq:{${device.userId}\u0000${device.deviceId}}`;
+
 function keysOf(device: DeviceRef) {
-  const tag = `mq:{${device.userId}\u0000${device.deviceId}}`;
+  const tag = tagOf(device);
   return { z: `${tag}:z`, m: `${tag}:m`, hi: `${tag}:hi`, epoch: `${tag}:epoch`, convPrefix: `${tag}:c:` };
 }
+
+/** Devices per ENQUEUE_MANY call, so one script never holds Redis for long. */
+const DEVICES_PER_CALL = 128;
 
 @Injectable()
 export class OfflineQueueRepository {
   constructor(private readonly redis: RedisService) {
-    this.redis.client.defineCommand('mqEnqueue', { numberOfKeys: 3, lua: ENQUEUE });
     this.redis.client.defineCommand('mqAck', { numberOfKeys: 3, lua: ACK });
+    this.redis.client.defineCommand('mqEnqueueMany', { numberOfKeys: 0, lua: ENQUEUE_MANY });
   }
 
   /**
@@ -133,19 +149,20 @@ export class OfflineQueueRepository {
     if (devices.length === 0 || entries.length === 0) return dropped;
     const args: (string | number)[] = [];
     for (const e of entries) args.push(e.messageId, e.score, e.conversationId, e.seq, e.senderId);
-    const pipeline = this.redis.client.pipeline();
-    for (const device of devices) {
-      const k = keysOf(device);
-      pipeline.mqEnqueue(k.z, k.m, k.hi, cap, k.convPrefix, ...args);
+    const calls: Promise<(string | number)[]>[] = [];
+    const groups: DeviceRef[][] = [];
+    for (let start = 0; start < devices.length; start += DEVICES_PER_CALL) {
+      const group = devices.slice(start, start + DEVICES_PER_CALL);
+      groups.push(group);
+      calls.push(this.redis.client.mqEnqueueMany(cap, group.length, ...group.map(tagOf), ...args));
     }
-    const results = (await pipeline.exec()) ?? [];
-    results.forEach(([error, value], index) => {
-      if (error) throw error;
-      const [, flat] = value as [number, string[]];
-      if (flat.length > 0) {
-        const list: { conversationId: string; seq: number }[] = [];
-        for (let i = 0; i < flat.length; i += 2) list.push({ conversationId: flat[i], seq: Number(flat[i + 1]) });
-        dropped.set(devices[index], list);
+    const replies = await Promise.all(calls);
+    replies.forEach((flat, groupIndex) => {
+      for (let i = 0; i < flat.length; i += 3) {
+        const device = groups[groupIndex][Number(flat[i]) - 1];
+        const list = dropped.get(device) ?? [];
+        list.push({ conversationId: String(flat[i + 1]), seq: Number(flat[i + 2]) });
+        dropped.set(device, list);
       }
     });
     return dropped;
