@@ -191,7 +191,7 @@ export class MessagesRepository {
     batch: readonly NewMessage[],
     seal: (message: NewMessage, seq: number, key: StoredKey) => Sealed,
     lookForResends: boolean,
-  ): Promise<{ stored: StoredMessage[]; existing: SealedMessage[] }> {
+  ): Promise<BatchResult> {
     try {
       return await this.prisma.transaction(async (sql) => {
         const existing = !lookForResends
@@ -208,7 +208,7 @@ export class MessagesRepository {
             ).rows;
         const taken = new Set(existing.map((row) => `${row.sender_id}\n${row.client_msg_id}`));
         const fresh = batch.filter((m) => !taken.has(`${m.senderId}\n${m.clientMsgId}`));
-        if (fresh.length === 0) return { stored: [], existing: existing.map(toSealed) };
+        if (fresh.length === 0) return { stored: [], existing: existing.map(toSealed), heads: new Map() };
 
         const counts = new Map<string, number>();
         for (const m of fresh) counts.set(m.conversationId, (counts.get(m.conversationId) ?? 0) + 1);
@@ -275,6 +275,7 @@ export class MessagesRepository {
             createdAt: r.createdAt,
           })),
           existing: existing.map(toSealed),
+          heads: new Map(next.rows.map((row) => [row.id, { lastSeq: Number(row.last_seq), key: keyOfRow(row) }])),
         };
       });
     } catch (error) {
@@ -282,6 +283,68 @@ export class MessagesRepository {
       if (code === '23505' || code === '40P01') throw new BatchConflict();
       throw error;
     }
+  }
+
+  /**
+   * The one-statement store for conversations whose state this instance knows (its
+   * last seq and key, as left by its own previous store): the messages were sealed with
+   * seqs predicted from that state, and one atomic statement advances each conversation
+   * only if its last seq and key are still exactly as predicted, and inserts the
+   * messages of the conversations it advanced. No transaction round trips; anything
+   * unexpected (another writer moved a conversation, its key changed) leaves that
+   * conversation untouched and reported in `missed`, for the transactional path.
+   * A resend (unique violation) fails the whole statement: nothing is stored.
+   */
+  async insertPredicted(
+    rows: readonly { message: NewMessage; seq: number; ordinal: number; sealed: Sealed }[],
+    heads: readonly { conversationId: string; expectedLastSeq: number; count: number; key: StoredKey }[],
+  ): Promise<{ createdAt: Map<string, Date>; missed: Set<string> }> {
+    const { rows: inserted } = await this.prisma.sql.query<{ id: string; conversation_id: string; created_at: Date }>({
+      name: 'messages.insertPredicted',
+      text: `WITH v AS (
+               SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::int[], $5::bytea[])
+                 AS v(id, expected, n, key_version, wrapped_key)
+             ), upd AS (
+               UPDATE conversations c
+               SET last_seq = c.last_seq + v.n,
+                   last_activity_at = GREATEST(clock_timestamp(), c.last_activity_at + interval '1 millisecond')
+                                      + (v.n - 1) * interval '1 millisecond'
+               FROM v
+               WHERE c.id = v.id AND c.last_seq = v.expected AND c.key_version = v.key_version
+                 AND c.wrapped_key = v.wrapped_key
+               RETURNING c.id, v.n, c.last_activity_at AS at
+             )
+             INSERT INTO messages (${MESSAGE_COLUMNS})
+             SELECT r.id, r.conversation_id, r.seq, r.sender_id, r.sender_device_id, r.client_msg_id, r.content_type,
+                    r.ciphertext, r.nonce, r.key_version, upd.at - (upd.n - r.ordinal) * interval '1 millisecond'
+             FROM unnest($6::uuid[], $7::uuid[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[],
+                         $13::bytea[], $14::bytea[], $15::int[], $16::int[])
+               AS r(id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, content_type,
+                    ciphertext, nonce, key_version, ordinal)
+             JOIN upd ON upd.id = r.conversation_id
+             RETURNING id, conversation_id, created_at`,
+      values: [
+        heads.map((h) => h.conversationId),
+        heads.map((h) => h.expectedLastSeq),
+        heads.map((h) => h.count),
+        heads.map((h) => h.key.keyVersion),
+        heads.map((h) => Buffer.from(h.key.wrappedKey)),
+        rows.map((r) => r.message.id),
+        rows.map((r) => r.message.conversationId),
+        rows.map((r) => r.seq),
+        rows.map((r) => r.message.senderId),
+        rows.map((r) => r.message.senderDeviceId),
+        rows.map((r) => r.message.clientMsgId),
+        rows.map((r) => r.message.contentType),
+        rows.map((r) => Buffer.from(r.sealed.ciphertext)),
+        rows.map((r) => Buffer.from(r.sealed.nonce)),
+        rows.map((r) => r.sealed.keyVersion),
+        rows.map((r) => r.ordinal),
+      ],
+    });
+    const createdAt = new Map(inserted.map((row) => [row.id, row.created_at]));
+    const stored = new Set(inserted.map((row) => row.conversation_id));
+    return { createdAt, missed: new Set(heads.map((h) => h.conversationId).filter((id) => !stored.has(id))) };
   }
 
   async findByIds(ids: readonly string[]): Promise<SealedMessage[]> {
@@ -322,6 +385,13 @@ class DuplicateClientMsgId extends Error {}
 
 /** The batch held a clientMsgId already stored: run it again with `lookForResends`. */
 export class ResendInBatch extends Error {}
+
+/** What a transactional batch stored, found stored, and left each conversation at. */
+export interface BatchResult {
+  stored: StoredMessage[];
+  existing: SealedMessage[];
+  heads: Map<string, { lastSeq: number; key: StoredKey }>;
+}
 
 /** A batch clashed with a concurrent writer (duplicate clientMsgId, deadlock): store one by one. */
 export class BatchConflict extends Error {}

@@ -3,6 +3,7 @@ import { Injectable } from '@nestjs/common';
 import {
   MessagesRepository,
   ResendInBatch,
+  type BatchResult,
   type NewMessage,
   type Sealed,
   type SealedMessage,
@@ -36,6 +37,8 @@ interface Waiting {
 const LANES = 4;
 /** Messages in one transaction at most. */
 const MAX_BATCH = 256;
+/** Conversations whose state the fast path remembers; past that it starts over. */
+const MAX_HEADS = 100_000;
 
 function laneOf(conversationId: string): number {
   let hash = 0;
@@ -54,6 +57,8 @@ function laneOf(conversationId: string): number {
 export class SendBatcher {
   private readonly queues: Waiting[][] = Array.from({ length: LANES }, () => []);
   private readonly busy: boolean[] = Array.from({ length: LANES }, () => false);
+  /** Per conversation, the last seq and key this instance stored it at (for the fast path). */
+  private readonly heads = new Map<string, { lastSeq: number; key: StoredKey }>();
 
   constructor(
     private readonly messages: MessagesRepository,
@@ -91,33 +96,15 @@ export class SendBatcher {
       else leaders.set(key, waiting);
     }
     const byId = new Map([...leaders.values()].map((w) => [w.send.message.id, w]));
-    const reserved: { conversationId: string; seq: number }[] = [];
-    const releaseReserved = () => {
-      for (const r of reserved.splice(0)) this.ordered.release(r.conversationId, r.seq);
-    };
-    const attempt = (lookForResends: boolean) =>
-      this.messages.insertBatch(
-        [...leaders.values()].map((w) => w.send.message),
-        (message, seq, key) => {
-          reserved.push({ conversationId: message.conversationId, seq });
-          this.ordered.reserve(message.conversationId, seq);
-          const waiting = byId.get(message.id);
-          if (!waiting) throw new Error('sealed a message that is not in the batch');
-          return waiting.send.seal(seq, key);
-        },
-        lookForResends,
-      );
+    const messages = [...leaders.values()].map((w) => w.send.message);
     let result: { stored: StoredMessage[]; existing: SealedMessage[] };
     try {
-      try {
-        result = await attempt(false);
-      } catch (error) {
-        if (!(error instanceof ResendInBatch)) throw error;
-        releaseReserved();
-        result = await attempt(true);
-      }
+      const known = messages.filter((m) => this.heads.has(m.conversationId));
+      const fast = known.length > 0 ? await this.storePredicted(known, byId) : { stored: [], missed: [] };
+      const rest = [...messages.filter((m) => !this.heads.has(m.conversationId)), ...fast.missed];
+      const careful = rest.length > 0 ? await this.storeInTransaction(rest, byId) : { stored: [], existing: [] };
+      result = { stored: [...fast.stored, ...careful.stored], existing: careful.existing };
     } catch (error) {
-      releaseReserved();
       for (const waiting of batch) waiting.reject(error);
       return;
     }
@@ -142,5 +129,102 @@ export class SendBatcher {
         waiting.resolve(outcome);
       }
     }
+  }
+
+  /**
+   * The fast path: seqs predicted from what this lane last stored in each conversation
+   * (lanes own their conversations, so on one instance the prediction holds), one
+   * statement, no transaction. Conversations whose state moved elsewhere come back in
+   * `missed` and are forgotten; any error sends the whole batch to the careful path.
+   */
+  private async storePredicted(
+    messages: readonly NewMessage[],
+    byId: Map<string, Waiting>,
+  ): Promise<{ stored: StoredMessage[]; missed: NewMessage[] }> {
+    const counts = new Map<string, number>();
+    const rows: { message: NewMessage; seq: number; ordinal: number; sealed: Sealed }[] = [];
+    for (const message of messages) {
+      const head = this.heads.get(message.conversationId);
+      const waiting = byId.get(message.id);
+      if (!head || !waiting) throw new Error('a predicted message without its head');
+      const ordinal = (counts.get(message.conversationId) ?? 0) + 1;
+      counts.set(message.conversationId, ordinal);
+      const seq = head.lastSeq + ordinal;
+      this.ordered.reserve(message.conversationId, seq);
+      rows.push({ message, seq, ordinal, sealed: waiting.send.seal(seq, head.key) });
+    }
+    const heads = [...counts].map(([conversationId, count]) => {
+      const head = this.heads.get(conversationId) as { lastSeq: number; key: StoredKey };
+      return { conversationId, expectedLastSeq: head.lastSeq, count, key: head.key };
+    });
+    let outcome: { createdAt: Map<string, Date>; missed: Set<string> };
+    try {
+      outcome = await this.messages.insertPredicted(rows, heads);
+    } catch {
+      // A resend, a deadlock, anything: nothing was stored; the careful path decides.
+      for (const row of rows) this.ordered.release(row.message.conversationId, row.seq);
+      for (const head of heads) this.heads.delete(head.conversationId);
+      return { stored: [], missed: [...messages] };
+    }
+    for (const head of heads) {
+      if (outcome.missed.has(head.conversationId)) this.heads.delete(head.conversationId);
+      else this.remember(head.conversationId, head.expectedLastSeq + head.count, head.key);
+    }
+    const stored: StoredMessage[] = [];
+    const missed: NewMessage[] = [];
+    for (const row of rows) {
+      const createdAt = outcome.createdAt.get(row.message.id);
+      if (!createdAt) {
+        this.ordered.release(row.message.conversationId, row.seq);
+        missed.push(row.message);
+        continue;
+      }
+      stored.push({ ...row.message, seq: row.seq, ...row.sealed, createdAt });
+    }
+    return { stored, missed };
+  }
+
+  /** The careful path: one transaction that reads and locks each conversation first. */
+  private async storeInTransaction(
+    messages: readonly NewMessage[],
+    byId: Map<string, Waiting>,
+  ): Promise<{ stored: StoredMessage[]; existing: SealedMessage[] }> {
+    const reserved: { conversationId: string; seq: number }[] = [];
+    const releaseReserved = () => {
+      for (const r of reserved.splice(0)) this.ordered.release(r.conversationId, r.seq);
+    };
+    const attempt = (lookForResends: boolean) =>
+      this.messages.insertBatch(
+        messages,
+        (message, seq, key) => {
+          reserved.push({ conversationId: message.conversationId, seq });
+          this.ordered.reserve(message.conversationId, seq);
+          const waiting = byId.get(message.id);
+          if (!waiting) throw new Error('sealed a message that is not in the batch');
+          return waiting.send.seal(seq, key);
+        },
+        lookForResends,
+      );
+    try {
+      let result: BatchResult;
+      try {
+        result = await attempt(false);
+      } catch (error) {
+        if (!(error instanceof ResendInBatch)) throw error;
+        releaseReserved();
+        result = await attempt(true);
+      }
+      for (const [conversationId, head] of result.heads) this.remember(conversationId, head.lastSeq, head.key);
+      return result;
+    } catch (error) {
+      releaseReserved();
+      for (const message of messages) this.heads.delete(message.conversationId);
+      throw error;
+    }
+  }
+
+  private remember(conversationId: string, lastSeq: number, key: StoredKey): void {
+    if (this.heads.size >= MAX_HEADS) this.heads.clear();
+    this.heads.set(conversationId, { lastSeq, key });
   }
 }
