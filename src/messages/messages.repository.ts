@@ -104,6 +104,22 @@ const keyOfRow = (row: NextSeqRow): StoredKey => ({
   keyVersion: row.key_version,
 });
 
+/** The column arrays of a multi-row INSERT through unnest, id … key_version in table order. */
+function columnsOf(rows: readonly { message: NewMessage; seq: number; sealed: Sealed }[]): unknown[][] {
+  return [
+    rows.map((r) => r.message.id),
+    rows.map((r) => r.message.conversationId),
+    rows.map((r) => r.seq),
+    rows.map((r) => r.message.senderId),
+    rows.map((r) => r.message.senderDeviceId),
+    rows.map((r) => r.message.clientMsgId),
+    rows.map((r) => r.message.contentType),
+    rows.map((r) => Buffer.from(r.sealed.ciphertext)),
+    rows.map((r) => Buffer.from(r.sealed.nonce)),
+    rows.map((r) => r.sealed.keyVersion),
+  ];
+}
+
 const SEALED_COLUMNS = `m.id, m.conversation_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id, m.content_type,
   m.ciphertext, m.nonce, m.key_version, m.created_at, c.encryption, c.wrapped_key, c.key_version AS conversation_key_version`;
 const MESSAGE_COLUMNS = `id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, content_type, ciphertext, nonce,
@@ -247,19 +263,7 @@ export class MessagesRepository {
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                                       $8::bytea[], $9::bytea[], $10::int[], $11::timestamptz[])
                  ON CONFLICT (sender_id, client_msg_id) DO NOTHING`,
-          values: [
-            rows.map((r) => r.message.id),
-            rows.map((r) => r.message.conversationId),
-            rows.map((r) => r.seq),
-            rows.map((r) => r.message.senderId),
-            rows.map((r) => r.message.senderDeviceId),
-            rows.map((r) => r.message.clientMsgId),
-            rows.map((r) => r.message.contentType),
-            rows.map((r) => Buffer.from(r.sealed.ciphertext)),
-            rows.map((r) => Buffer.from(r.sealed.nonce)),
-            rows.map((r) => r.sealed.keyVersion),
-            rows.map((r) => r.createdAt),
-          ],
+          values: [...columnsOf(rows), rows.map((r) => r.createdAt)],
         });
         if (inserted.rowCount !== rows.length) {
           // A resend (or a concurrent duplicate) took no row: roll back, no seq is used.
@@ -329,16 +333,7 @@ export class MessagesRepository {
         heads.map((h) => h.count),
         heads.map((h) => h.key.keyVersion),
         heads.map((h) => Buffer.from(h.key.wrappedKey)),
-        rows.map((r) => r.message.id),
-        rows.map((r) => r.message.conversationId),
-        rows.map((r) => r.seq),
-        rows.map((r) => r.message.senderId),
-        rows.map((r) => r.message.senderDeviceId),
-        rows.map((r) => r.message.clientMsgId),
-        rows.map((r) => r.message.contentType),
-        rows.map((r) => Buffer.from(r.sealed.ciphertext)),
-        rows.map((r) => Buffer.from(r.sealed.nonce)),
-        rows.map((r) => r.sealed.keyVersion),
+        ...columnsOf(rows),
         rows.map((r) => r.ordinal),
       ],
     });
