@@ -5,8 +5,8 @@ import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
+import type { CacheBus } from '../redis/cache-bus.service.js';
 import type { RedisService } from '../redis/redis.service.js';
-import type { ClusterTopology } from './cluster-topology.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
 const ENVELOPE_BYTES = 64 * 1024;
@@ -29,7 +29,7 @@ export class AppIoAdapter extends IoAdapter {
     app: INestApplicationContext,
     private readonly config: AppConfig,
     private readonly redis: RedisService,
-    private readonly topology: ClusterTopology,
+    private readonly topology: CacheBus,
   ) {
     super(app);
   }
@@ -49,7 +49,12 @@ export class AppIoAdapter extends IoAdapter {
     // Outages are reported by the main connection and readiness; these just reconnect.
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
-    server.adapter(skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: 'sio' }), this.topology));
+    server.adapter(
+      skipRedisWhenAlone(
+        createAdapter(publishSafely(pub), sub, { key: `sio:${this.redis.client.options.db ?? 0}` }),
+        this.topology,
+      ),
+    );
     return server;
   }
 
@@ -82,10 +87,10 @@ type AdapterFactory = ReturnType<typeof createAdapter>;
 type BroadcastArgs = Parameters<RedisAdapter['broadcast']>;
 
 /**
- * Broadcasts stay local while this is the only instance (ClusterTopology): nobody else
+ * Broadcasts stay local while this is the only instance (CacheBus.alone): nobody else
  * would receive the Redis copy.
  */
-function skipRedisWhenAlone(factory: AdapterFactory, topology: ClusterTopology): AdapterFactory {
+function skipRedisWhenAlone(factory: AdapterFactory, topology: Pick<CacheBus, 'alone'>): AdapterFactory {
   // Socket.IO calls the factory with `new`: it must be a plain function, not an arrow.
   return function adapterFor(nsp: Parameters<AdapterFactory>[0]): RedisAdapter {
     const adapter = factory(nsp);

@@ -7,6 +7,7 @@ import { DeviceDirectory } from '../devices/device-directory.service.js';
 import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
 import { DeliveryService } from '../messages/delivery.service.js';
 import { PresenceService } from '../presence/presence.service.js';
+import { CacheBus } from '../redis/cache-bus.service.js';
 import { TypingService } from '../presence/typing.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
@@ -41,6 +42,7 @@ export class SessionService {
     private readonly metrics: MessagingMetrics,
     private readonly presence: PresenceService,
     private readonly typing: TypingService,
+    private readonly topology: CacheBus,
     private readonly config: AppConfig,
   ) {}
 
@@ -134,7 +136,9 @@ export class SessionService {
     if (!server) return;
     const room = rooms.device(socket.data.userId, socket.data.deviceId);
     await socket.join(room);
-    const others = (await server.in(room).fetchSockets()).filter((other) => other.id !== socket.id);
+    // Alone, every socket is local: no need to ask other instances through Redis.
+    const scope = this.topology.alone ? server.local : server;
+    const others = (await scope.in(room).fetchSockets()).filter((other) => other.id !== socket.id);
     const replaced = {
       code: ErrorCode.SessionReplaced,
       message: 'this device connected again elsewhere',

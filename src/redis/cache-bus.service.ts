@@ -1,11 +1,19 @@
 import { randomUUID } from 'node:crypto';
 
-import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import {
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnModuleDestroy,
+  type OnModuleInit,
+} from '@nestjs/common';
 import type { Redis } from 'ioredis';
 
 import { RedisService } from './redis.service.js';
 
-const CHANNEL = 'cache:invalidate';
+/** Per Redis database: deployments sharing a Redis server on different databases stay apart. */
+const channelOf = (db: number) => `cache:invalidate:${db}`;
+const TOPOLOGY_REFRESH_MS = 2_000;
 
 type Handler = (key: string) => void;
 
@@ -13,26 +21,55 @@ type Handler = (key: string) => void;
  * Cache invalidation across instances over Redis pub/sub. `invalidate` runs the local
  * handlers at once and tells every other instance, whose handlers run on receipt.
  * Caches using it also keep a short TTL, the bound if a message is ever missed.
+ *
+ * It also knows whether this is the only instance (`alone`): every instance subscribes
+ * to the channel, so its subscriber count is the instance count. Alone, nothing needs to
+ * cross Redis: invalidations stay local, and so do Socket.IO broadcasts (AppIoAdapter).
+ * An instance announces itself as it boots, before it listens, and waits for its own
+ * echo, so the others stop taking the shortcut before any client can reach it; a
+ * periodic count notices instances that went away. When unsure (Redis down), not alone.
  */
 @Injectable()
-export class CacheBus implements OnModuleInit, OnModuleDestroy {
+export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(CacheBus.name);
   private readonly handlers = new Map<string, Handler[]>();
   private readonly echoes = new Map<string, () => void>();
   private subscriber?: Redis;
+  private readonly channel: string;
+  private aloneNow = false;
+  private topologyGeneration = 0;
+  private timer?: NodeJS.Timeout;
 
-  constructor(private readonly redis: RedisService) {}
+  constructor(private readonly redis: RedisService) {
+    this.channel = channelOf(redis.client.options.db ?? 0);
+    this.on('topology', () => {
+      this.topologyGeneration += 1;
+      this.aloneNow = false;
+    });
+  }
+
+  get alone(): boolean {
+    return this.aloneNow;
+  }
 
   async onModuleInit(): Promise<void> {
     this.subscriber = this.redis.duplicate();
     this.subscriber.on('error', () => undefined);
     this.subscriber.on('message', (_channel: string, raw: string) => this.dispatch(raw));
-    await this.subscriber.subscribe(CHANNEL).catch((error: unknown) => {
+    await this.subscriber.subscribe(this.channel).catch((error: unknown) => {
       this.logger.warn(`cache invalidation channel unavailable for now: ${String(error)}`);
     });
   }
 
+  async onApplicationBootstrap(): Promise<void> {
+    await this.invalidateAndConfirm('topology', 'joined');
+    void this.countInstances();
+    this.timer = setInterval(() => void this.countInstances(), TOPOLOGY_REFRESH_MS);
+    this.timer.unref();
+  }
+
   async onModuleDestroy(): Promise<void> {
+    clearInterval(this.timer);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
   }
 
@@ -42,7 +79,8 @@ export class CacheBus implements OnModuleInit, OnModuleDestroy {
 
   invalidate(topic: string, key: string): void {
     this.run(topic, key);
-    this.redis.client.publish(CHANNEL, JSON.stringify([topic, key])).catch((error: unknown) => {
+    if (this.aloneNow) return;
+    this.redis.client.publish(this.channel, JSON.stringify([topic, key])).catch((error: unknown) => {
       this.logger.warn(`could not publish a cache invalidation: ${String(error)}`);
     });
   }
@@ -65,10 +103,23 @@ export class CacheBus implements OnModuleInit, OnModuleDestroy {
       });
     });
     this.run(topic, key);
-    this.redis.client.publish(CHANNEL, JSON.stringify([topic, key, nonce])).catch((error: unknown) => {
+    this.redis.client.publish(this.channel, JSON.stringify([topic, key, nonce])).catch((error: unknown) => {
       this.logger.warn(`could not publish a cache invalidation: ${String(error)}`);
     });
     await echoed;
+  }
+
+  private async countInstances(): Promise<void> {
+    const generation = this.topologyGeneration;
+    let alone: boolean;
+    try {
+      const reply = (await this.redis.client.pubsub('NUMSUB', this.channel)) as [string, number | string];
+      alone = Number(reply[1]) <= 1;
+    } catch {
+      alone = false;
+    }
+    // An instance that announced itself meanwhile wins over a count taken before it.
+    if (generation === this.topologyGeneration) this.aloneNow = alone;
   }
 
   private dispatch(raw: string): void {
