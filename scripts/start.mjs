@@ -3,6 +3,7 @@
 // generated dev secrets (.local/dev/secrets.json); then builds and serves. The service
 // applies pending migrations itself at boot (MIGRATE_ON_START, default true).
 import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { devSecrets, log, root } from './dev-env.mjs';
@@ -52,6 +53,12 @@ if (!production) {
     stdio: 'inherit',
   });
   log('mint a dev token with: npm run token -- <userId> [--service]');
+}
+
+if (production && !existsSync(join(root, 'dist', 'main.js'))) {
+  // A production start from a fresh install: build once (a deployment image ships dist/).
+  log('dist/main.js is missing: building (tsc)');
+  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 }
 
 const child = spawn(process.execPath, ['--enable-source-maps', join(root, 'dist', 'main.js')], {
