@@ -58,7 +58,9 @@ if (!production) {
 if (production && !existsSync(join(root, 'dist', 'main.js'))) {
   // A production start from a fresh install: build once (a deployment image ships dist/).
   log('dist/main.js is missing: building (tsc)');
-  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
+    stdio: 'inherit',
+  });
 }
 
 const child = spawn(process.execPath, ['--enable-source-maps', join(root, 'dist', 'main.js')], {
