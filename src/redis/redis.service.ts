@@ -29,10 +29,31 @@ export class RedisService implements OnModuleDestroy {
 
   /** A second connection for blocking or subscriber use (pub/sub, adapters, job queues). */
   duplicate(): Redis {
-    return this.client.duplicate();
+    return observeSubscribes(this.client.duplicate());
   }
 
   async onModuleDestroy(): Promise<void> {
     await this.client.quit().catch(() => this.client.disconnect());
   }
+}
+
+/**
+ * After a reconnect ioredis re-subscribes (and re-selects the database) by itself and drops the returned promise; if
+ * the connection closes again before the reply (an outage, or shutdown), that promise
+ * rejects unhandled. Marking every subscribe promise as observed keeps that quiet while
+ * callers that await one still see its outcome.
+ */
+function observeSubscribes(client: Redis): Redis {
+  for (const name of ['subscribe', 'psubscribe', 'ssubscribe', 'select'] as const) {
+    const original = client[name].bind(client) as (...args: unknown[]) => Promise<unknown>;
+    Object.defineProperty(client, name, {
+      configurable: true,
+      value: (...args: unknown[]) => {
+        const result = original(...args);
+        result.catch(() => undefined);
+        return result;
+      },
+    });
+  }
+  return client;
 }
