@@ -95,17 +95,18 @@ async function onWorkers(workers, op, argsFor, timeoutMs) {
   return Promise.all(workers.map((worker, index) => worker.call(op, argsFor(index), timeoutMs)));
 }
 
-// ------------------------------------------------------------------------- throughput
-
-export async function throughput(ctx, kind) {
-  const s = ctx.settings.throughput;
-  const workers = ctx.messageWorkers();
+/**
+ * Creates `count` one-to-one conversations (sender and receiver users tagged by
+ * scenario), shares them out over the workers and has each worker connect its pairs.
+ * Returns each worker's pairs.
+ */
+async function setUpPairs(ctx, kind, workers, count, tag) {
   const specs = await inParallel(
-    Array.from({ length: s.pairs }, (_, i) => i),
+    Array.from({ length: count }, (_, i) => i),
     8,
     async (i) => {
-      const sender = { userId: `${ctx.runId}-tp-${kind}-s${i}`, deviceId: 'bench' };
-      const receiver = { userId: `${ctx.runId}-tp-${kind}-r${i}`, deviceId: 'bench' };
+      const sender = { userId: `${ctx.runId}-${tag}-${kind}-s${i}`, deviceId: 'bench' };
+      const receiver = { userId: `${ctx.runId}-${tag}-${kind}-r${i}`, deviceId: 'bench' };
       const conversationId = await conversationFor(ctx, kind, sender.userId, {
         kind: 'direct',
         memberIds: [receiver.userId],
@@ -116,6 +117,15 @@ export async function throughput(ctx, kind) {
   const groups = split(specs, workers.length);
   const target = ctx.target(kind);
   await onWorkers(workers, 'pairs.setup', (i) => ({ target, pairs: groups[i] }), 120_000);
+  return groups;
+}
+
+// ------------------------------------------------------------------------- throughput
+
+export async function throughput(ctx, kind) {
+  const s = ctx.settings.throughput;
+  const workers = ctx.messageWorkers();
+  const groups = await setUpPairs(ctx, kind, workers, s.pairs, 'tp');
   await ctx.settle();
   const measuring = await ctx.begin(kind);
   const parts = await onWorkers(
@@ -187,22 +197,7 @@ function cpuMsPerMessage(cpu, kind, messages) {
 export async function latency(ctx, kind) {
   const s = ctx.settings.latency;
   const workers = ctx.messageWorkers();
-  const specs = await inParallel(
-    Array.from({ length: s.pairs }, (_, i) => i),
-    8,
-    async (i) => {
-      const sender = { userId: `${ctx.runId}-lt-${kind}-s${i}`, deviceId: 'bench' };
-      const receiver = { userId: `${ctx.runId}-lt-${kind}-r${i}`, deviceId: 'bench' };
-      const conversationId = await conversationFor(ctx, kind, sender.userId, {
-        kind: 'direct',
-        memberIds: [receiver.userId],
-      });
-      return { conversationId, sender, receiver };
-    },
-  );
-  const groups = split(specs, workers.length);
-  const target = ctx.target(kind);
-  await onWorkers(workers, 'pairs.setup', (i) => ({ target, pairs: groups[i] }), 120_000);
+  const groups = await setUpPairs(ctx, kind, workers, s.pairs, 'lt');
   await ctx.settle();
   const measuring = await ctx.begin(kind);
   const parts = await onWorkers(

@@ -94,7 +94,8 @@ export const memberRemovedReply = dataOf(z.object({ conversationId: z.string(), 
 export type ConversationJson = z.infer<typeof conversationSchema>;
 export type ConversationSummaryJson = z.infer<typeof conversationSummarySchema>;
 
-export function toConversationJson(conversation: ConversationRecord): ConversationJson {
+/** The fields a conversation and a list entry share. */
+function commonJson(conversation: ConversationRecord | ConversationSummary) {
   return {
     id: conversation.id,
     kind: conversation.kind,
@@ -103,6 +104,12 @@ export function toConversationJson(conversation: ConversationRecord): Conversati
     lastSeq: conversation.lastSeq,
     createdAt: conversation.createdAt.toISOString(),
     lastActivityAt: conversation.lastActivityAt.toISOString(),
+  };
+}
+
+export function toConversationJson(conversation: ConversationRecord): ConversationJson {
+  return {
+    ...commonJson(conversation),
     members: conversation.members.map((member) => ({
       userId: member.userId,
       role: member.role,
@@ -114,13 +121,7 @@ export function toConversationJson(conversation: ConversationRecord): Conversati
 
 export function toConversationSummaryJson(conversation: ConversationSummary): ConversationSummaryJson {
   return {
-    id: conversation.id,
-    kind: conversation.kind,
-    title: conversation.title,
-    encryption: conversation.encryption,
-    lastSeq: conversation.lastSeq,
-    createdAt: conversation.createdAt.toISOString(),
-    lastActivityAt: conversation.lastActivityAt.toISOString(),
+    ...commonJson(conversation),
     readSeq: conversation.readSeq,
   };
 }
