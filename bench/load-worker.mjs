@@ -298,6 +298,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
   const measureFrom = start + warmupMs;
   const stopAt = start + durationMs;
   const delivery = [];
+  const bySecond = [];
   const stored = [];
   const errors = new ErrorTally();
   let sent = 0;
@@ -313,7 +314,11 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
       const sentAt = sentAtOf(message);
       received += 1;
       if (now <= stopAt) receivedBeforeStop += 1;
-      if (sentAt !== null && sentAt >= measureFrom && sentAt <= stopAt) delivery.push(now - sentAt);
+      if (sentAt !== null && sentAt >= measureFrom && sentAt <= stopAt) {
+        delivery.push(now - sentAt);
+        const second = Math.floor((sentAt - start) / 1000);
+        (bySecond[second] ??= []).push(now - sentAt);
+      }
       emitRetrying(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, (error, reply) => {
         if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
       });
@@ -367,6 +372,11 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
     achievedPerSecond: sent / (durationMs / 1000),
     maxTickGapMs,
     delivery,
+    bySecond: bySecond.map((list) => {
+      if (!list) return null;
+      list.sort((a, b) => a - b);
+      return { p50: list[Math.floor(list.length / 2)], p99: list[Math.floor(list.length * 0.99)], max: list.at(-1) };
+    }),
     stored,
     errors,
   };

@@ -266,6 +266,22 @@ async function storeCounters(urls) {
         redisCommands: Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? 0),
       };
     },
+    /**
+     * Between scenarios: vacuum and analyze the service's database and write a checkpoint,
+     * so one scenario's dead rows and dirty pages are not cleaned up during the next one's
+     * measurement (autovacuum and checkpoints run in production too, spread over time).
+     */
+    async tidy() {
+      const db = new pg.Client({ connectionString: urls.DATABASE_URL });
+      db.on('error', () => undefined);
+      try {
+        await db.connect();
+        await db.query('VACUUM (ANALYZE)');
+      } finally {
+        await db.end().catch(() => undefined);
+      }
+      await client.query('CHECKPOINT');
+    },
     async close() {
       await client.end().catch(() => undefined);
       redis.disconnect();
@@ -314,7 +330,11 @@ async function startService(urls, secrets) {
     LOG_LEVEL: options['log-level'],
     MIGRATE_ON_START: 'true',
   };
-  const args = [join(ROOT, 'dist', 'main.js')];
+  // BENCH_SERVICE_NODE_FLAGS: extra Node flags for the service (e.g. --trace-gc; output in the service log).
+  const args = [
+    ...(process.env.BENCH_SERVICE_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+    join(ROOT, 'dist', 'main.js'),
+  ];
   const inspectPort = options['cpu-prof'] ? await freePort() : null;
   if (inspectPort) {
     rmSync(PROFILE_DIR, { recursive: true, force: true });
@@ -529,9 +549,13 @@ async function main() {
       const used = cpu.since(measuring.cpu);
       if (measuring.profiling) {
         const profile = await service.profiler.stop();
-        const file = join(PROFILE_DIR, `${name}.cpuprofile`);
-        writeFileSync(file, JSON.stringify(profile));
-        profiles[name] = { file, ...summarizeProfile(profile) };
+        if (process.env.BENCH_HEAP_PROF) {
+          writeFileSync(join(PROFILE_DIR, `${name}.heapprofile`), JSON.stringify(profile));
+        } else {
+          const file = join(PROFILE_DIR, `${name}.cpuprofile`);
+          writeFileSync(file, JSON.stringify(profile));
+          profiles[name] = { file, ...summarizeProfile(profile) };
+        }
       }
       let store = null;
       if (measuring.counters) {
@@ -571,13 +595,16 @@ async function main() {
       return reply.data.id;
     },
     /** Waits (at most 15 s) until the servers are idle, so one run does not bleed into the next. */
+    /** Waits (bounded) until the servers and the stores are idle. */
     async settle() {
       const deadline = Date.now() + 15_000;
       while (Date.now() < deadline) {
         const start = cpu.snapshot();
         await sleep(300);
         const { cores } = cpu.since(start);
-        if (cores.service < 0.1 && (cores.bare ?? 0) < 0.1) return;
+        if (cores.service < 0.1 && (cores.bare ?? 0) < 0.1 && (cores.postgres ?? 0) < 0.1 && (cores.redis ?? 0) < 0.1) {
+          return;
+        }
       }
     },
   };
@@ -602,6 +629,7 @@ async function main() {
         entry[kind] = { error: error.message };
         log(`${name} / ${kind} failed: ${error.message}`);
       }
+      await stores.tidy().catch((error) => log(`could not vacuum and checkpoint between scenarios: ${error.message}`));
       await ctx.settle();
     }
   }

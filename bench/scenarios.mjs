@@ -223,6 +223,7 @@ export async function latency(ctx, kind) {
     received: sum(parts, (p) => p.received),
     deliveredPerSecond: round(sum(parts, (p) => p.receivedBeforeStop) / (s.durationMs / 1000)),
     deliveryMs: summarize(parts.flatMap((p) => p.delivery)),
+    deliveryBySecond: parts.map((p) => p.bySecond),
     storedAckMs: summarize(parts.flatMap((p) => p.stored)),
     loadGeneratorMaxTickGapMs: round(Math.max(...parts.map((p) => p.maxTickGapMs)), 1),
     errors: mergeErrors(parts.map((p) => p.errors)),

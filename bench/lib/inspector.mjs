@@ -32,6 +32,20 @@ export async function attachProfiler(port, { samplingIntervalUs = 500 } = {}) {
       pending.set(id, { resolve, reject });
       socket.send(JSON.stringify({ id, method, params }));
     });
+  if (process.env.BENCH_HEAP_PROF) {
+    // Diagnostics: allocation sampling (objects the GC already collected included) instead of CPU.
+    await send('HeapProfiler.enable');
+    return {
+      start: () =>
+        send('HeapProfiler.startSampling', {
+          samplingInterval: 4096,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: true,
+        }),
+      stop: async () => (await send('HeapProfiler.stopSampling')).profile,
+      close: () => socket.close(),
+    };
+  }
   await send('Profiler.enable');
   await send('Profiler.setSamplingInterval', { interval: samplingIntervalUs });
   return {

@@ -1,9 +1,12 @@
+import type { Socket } from 'node:net';
+
 import type { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import { createAdapter, type RedisAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
+import { coalesceWrites } from '../common/write-coalescing.js';
 import type { AppConfig } from '../config/app-config.js';
 import type { CacheBus } from '../redis/cache-bus.service.js';
 import type { RedisService } from '../redis/redis.service.js';
@@ -44,6 +47,9 @@ export class AppIoAdapter extends IoAdapter {
       connectTimeout: 10_000,
       cors: origins.length > 0 ? { origin: origins.includes('*') ? true : origins, credentials: true } : undefined,
     } as ServerOptions);
+    (this.httpServer as import('node:http').Server | undefined)?.on('upgrade', (_request: unknown, socket: Socket) =>
+      coalesceWrites(socket),
+    );
     const pub = this.redis.duplicate();
     const sub = this.redis.duplicate();
     // Outages are reported by the main connection and readiness; these just reconnect.

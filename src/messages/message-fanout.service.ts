@@ -7,14 +7,23 @@ import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { PushService } from '../push/push.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import type { WireMessage } from '../realtime/realtime.types.js';
+import type { DeviceRef } from '../devices/devices.repository.js';
 import type { Sender } from './messages.service.js';
 import { OrderedEmitter } from './ordered-emitter.js';
 
 /**
  * The one step after a message is committed: queue it for every recipient device (every
- * device of every member but the sending one), hand it to push (which schedules APNs
- * pushes for iOS devices that stay offline), then deliver it live. Queue first, so an
- * ack that races the live emit always finds the entry to remove.
+ * device of every member but the sending one), deliver it live, and hand it to push
+ * (which schedules APNs pushes for iOS devices that stay offline).
+ *
+ * The queue write is issued before the live emit but its reply is not awaited first:
+ * commands on the one Redis connection run in the order they were written, so a
+ * recipient's `ack` (written only after the emit reached it) always runs after the
+ * entry was added. Awaiting the reply first would add a Redis round trip to every
+ * delivery. Should the write fail (Redis down), queues are rebuilt from PostgreSQL;
+ * should an ack ever overtake it (the script had to be reloaded, or the recipient is on
+ * another instance and Redis reorders across connections), the message is delivered
+ * again by `get-unacked`: a duplicate the client drops by id, never a loss.
  */
 @Injectable()
 export class MessageFanout {
@@ -37,34 +46,41 @@ export class MessageFanout {
    */
   async afterCommit(message: WireMessage, sender: Sender): Promise<void> {
     this.metrics.messagesStored.inc();
-    let memberIds: string[] | undefined;
+    let memberIds: string[];
+    let recipients: DeviceRef[];
     try {
       memberIds = await this.membership.memberIds(message.conversationId);
-      const recipients = (await this.directory.devicesOf(memberIds)).filter(
+      recipients = (await this.directory.devicesOf(memberIds)).filter(
         (device) => !(device.userId === sender.userId && device.deviceId === sender.deviceId),
       );
-      await this.queue.enqueue(recipients, [
-        {
-          messageId: message.id,
-          conversationId: message.conversationId,
-          seq: message.seq,
-          senderId: message.senderId,
-          score: Date.parse(message.createdAt),
-        },
-      ]);
-      this.push.messageQueued(message, recipients);
-      this.metrics.messagesDelivered.inc(recipients.length);
     } catch (error) {
-      this.logger.error(`fan-out failed after commit; offline queues will be rebuilt: ${String(error)}`);
-      this.queue.invalidateAll();
-    }
-    if (!memberIds) {
+      this.failed(error);
       this.ordered.release(message.conversationId, message.seq);
       return;
     }
-    const audience = memberIds;
+    const queued = this.queue.enqueue(recipients, [
+      {
+        messageId: message.id,
+        conversationId: message.conversationId,
+        seq: message.seq,
+        senderId: message.senderId,
+        score: Date.parse(message.createdAt),
+      },
+    ]);
     this.ordered.emit(message.conversationId, message.seq, () =>
-      this.realtime.emitMessage(audience, message, sender.socketId),
+      this.realtime.emitMessage(memberIds, message, sender.socketId),
     );
+    try {
+      await queued;
+      this.push.messageQueued(message, recipients);
+      this.metrics.messagesDelivered.inc(recipients.length);
+    } catch (error) {
+      this.failed(error);
+    }
+  }
+
+  private failed(error: unknown): void {
+    this.logger.error(`fan-out failed after commit; offline queues will be rebuilt: ${String(error)}`);
+    this.queue.invalidateAll();
   }
 }

@@ -124,6 +124,25 @@ describe('per-device offline queue', () => {
     expect(dataOf(await again.request<PageData>('get-unacked', {}))).toEqual({ messages: [], hasMore: false });
   });
 
+  it('removes every message acked the instant it arrives live: 200 acks, each acked 1, nothing left queued', async () => {
+    const alice = userId('alice');
+    const bob = userId('bob');
+    const conversationId = await createConversation(service, alice, [bob]);
+    const bobPhone = await client(bob, 'phone');
+    const sender = await client(alice, 'phone');
+    // The live emit is not held back until the queue write's reply is in: an ack sent on
+    // receipt must still find the entry (and count it), never overtake it.
+    const ackReplies: ReturnType<typeof bobPhone.request<{ acked: number }>>[] = [];
+    bobPhone.socket.on('message', (message: WireMessage) => {
+      ackReplies.push(bobPhone.request<{ acked: number }>('ack', { messageIds: [message.id] }));
+    });
+    await sendMany(sender, conversationId, 200, 50);
+    await bobPhone.waitForMessages(200);
+    const replies = await Promise.all(ackReplies);
+    expect(replies.map((reply) => dataOf(reply).acked)).toEqual(Array.from({ length: 200 }, () => 1));
+    expect(dataOf(await bobPhone.request<PageData>('get-unacked', {}))).toEqual({ messages: [], hasMore: false });
+  });
+
   it('treats acking twice or acking an unknown id as no error, and tells the sender delivered', async () => {
     const alice = userId('alice');
     const bob = userId('bob');

@@ -250,6 +250,45 @@ describe('migrations', () => {
     expect(shadows, 'shadow databases are dropped').toBe(0);
   });
 
+  it("keeps each send's conversation update a HOT one: no index on its moving columns, room on each page", async () => {
+    const url = await freshDatabase();
+    await applyMigrations(url);
+    const { indexes, options } = await withClient(url, async (client) => {
+      const found = await client.query<{ indexdef: string }>(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'conversations'",
+      );
+      const table = await client.query<{ reloptions: string[] | null }>(
+        "SELECT reloptions FROM pg_class WHERE relname = 'conversations'",
+      );
+      return { indexes: found.rows.map((row) => row.indexdef), options: table.rows[0].reloptions ?? [] };
+    });
+    expect(indexes.length).toBeGreaterThan(0);
+    for (const definition of indexes) expect(definition).not.toMatch(/last_seq|last_activity_at/);
+    expect(options).toContain('fillfactor=50');
+
+    // And it works: a send's update of its conversation (as MessagesRepository does it)
+    // is a HOT update; the counters are this transaction's own, so nothing lags.
+    const updates = await withClient(url, async (client) => {
+      await client.query('BEGIN');
+      await client.query(
+        "INSERT INTO conversations (id, kind, wrapped_key, key_version) VALUES (gen_random_uuid(), 'group', '\\x00', 1)",
+      );
+      for (let i = 0; i < 30; i++) {
+        await client.query(
+          "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = clock_timestamp() + interval '1 millisecond'",
+        );
+      }
+      const stats = await client.query<{ updated: string; hot: string }>(
+        `SELECT pg_stat_get_xact_tuples_updated(c.oid) AS updated, pg_stat_get_xact_tuples_hot_updated(c.oid) AS hot
+         FROM pg_class c WHERE c.relname = 'conversations'`,
+      );
+      await client.query('ROLLBACK');
+      return stats.rows[0];
+    });
+    expect(Number(updates.updated)).toBe(30);
+    expect(Number(updates.hot)).toBe(30);
+  });
+
   it('reports the SQL for a schema change that no migration covers', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'schema-spec-'));
     tempDirs.push(dir);
