@@ -534,6 +534,17 @@ async function main() {
         ? { kind: 'service', url: service.url, secret: secrets.jwtSecret }
         : { kind: 'bare', url: bare.url },
     serverPid: (kind) => (kind === 'service' ? service.pid : bare.pid),
+    /** The service's V8 heap in use (its /metrics), null for the bare relay. */
+    heapUsedBytes: async (kind, { collect = false } = {}) => {
+      if (kind !== 'service') return null;
+      if (collect) {
+        if (!service.profiler?.collectGarbage) return null;
+        await service.profiler.collectGarbage();
+      }
+      const text = await (await fetch(`${service.url}/metrics`)).text();
+      const match = /^nodejs_heap_size_used_bytes (\d+(?:\.\d+)?)/m.exec(text);
+      return match ? Number(match[1]) : null;
+    },
     /**
      * Starts measuring a run: CPU of every process group; for the service also the work it
      * asked of PostgreSQL and Redis, and its CPU profile (--cpu-prof).

@@ -255,6 +255,9 @@ export async function connections(ctx, kind) {
   await sleep(500);
   await ctx.settle();
   const rssBeforeKiB = rssKiB(pid);
+  const heapBefore = await ctx.heapUsedBytes(kind);
+  // With --cpu-prof (the service has its inspector open): also the heap left after a full GC.
+  const retainedBefore = await ctx.heapUsedBytes(kind, { collect: true });
   const measuring = await ctx.begin(kind);
   let from = 0;
   const parts = await onWorkers(
@@ -277,6 +280,8 @@ export async function connections(ctx, kind) {
   await sleep(s.settleMs);
   await ctx.settle();
   const rssAfterKiB = rssKiB(pid);
+  const heapAfter = await ctx.heapUsedBytes(kind);
+  const retainedAfter = await ctx.heapUsedBytes(kind, { collect: true });
   const opened = sum(parts, (p) => p.opened);
   const seconds = (Math.max(...parts.map((p) => p.finishedAt)) - Math.min(...parts.map((p) => p.startedAt))) / 1000;
   await onWorkers(workers, 'connections.close', () => ({}), 120_000);
@@ -290,6 +295,14 @@ export async function connections(ctx, kind) {
     rssBeforeKiB,
     rssAfterKiB,
     rssPerConnectionKiB: opened > 0 ? round((rssAfterKiB - rssBeforeKiB) / opened, 2) : null,
+    heapPerConnectionKiB:
+      opened > 0 && heapBefore !== null && heapAfter !== null
+        ? round((heapAfter - heapBefore) / 1024 / opened, 2)
+        : null,
+    retainedHeapPerConnectionKiB:
+      opened > 0 && retainedBefore !== null && retainedAfter !== null
+        ? round((retainedAfter - retainedBefore) / 1024 / opened, 2)
+        : null,
     errors: mergeErrors(parts.map((p) => p.errors)),
     cpu,
     store: perMessage(store, opened), // per connection here

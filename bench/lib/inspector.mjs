@@ -39,16 +39,23 @@ export async function attachProfiler(port, { samplingIntervalUs = 500 } = {}) {
       start: () =>
         send('HeapProfiler.startSampling', {
           samplingInterval: 4096,
-          includeObjectsCollectedByMajorGC: true,
-          includeObjectsCollectedByMinorGC: true,
+          // BENCH_HEAP_PROF=retained: only what is still alive when sampling stops.
+          includeObjectsCollectedByMajorGC: process.env.BENCH_HEAP_PROF !== 'retained',
+          includeObjectsCollectedByMinorGC: process.env.BENCH_HEAP_PROF !== 'retained',
         }),
-      stop: async () => (await send('HeapProfiler.stopSampling')).profile,
+      stop: async () => {
+        await send('HeapProfiler.collectGarbage');
+        return (await send('HeapProfiler.stopSampling')).profile;
+      },
+      collectGarbage: () => send('HeapProfiler.collectGarbage'),
       close: () => socket.close(),
     };
   }
   await send('Profiler.enable');
   await send('Profiler.setSamplingInterval', { interval: samplingIntervalUs });
   return {
+    /** A full garbage collection in the service (to tell retained memory from garbage). */
+    collectGarbage: () => send('HeapProfiler.collectGarbage'),
     start: () => send('Profiler.start'),
     /** Stops sampling and returns the profile (.cpuprofile JSON). */
     stop: async () => (await send('Profiler.stop')).profile,

@@ -64,6 +64,16 @@ export class AppIoAdapter extends IoAdapter {
     return server;
   }
 
+  /**
+   * Every event reaches the gateway through its one `onAny` dispatcher, so Nest has no
+   * message handlers to bind; skipping its per-socket disconnect stream (rxjs share/first,
+   * about 2 KB held per open socket) keeps idle connections small.
+   */
+  override bindMessageHandlers(...args: Parameters<IoAdapter['bindMessageHandlers']>): void {
+    if (args[1].length === 0) return;
+    super.bindMessageHandlers(...args);
+  }
+
   override async close(server: Server): Promise<void> {
     await super.close(server);
     await Promise.all(this.clients.map((client) => client.quit().catch(() => client.disconnect())));

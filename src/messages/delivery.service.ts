@@ -19,9 +19,7 @@ export class DeliveryService {
 
   /** Makes the device's queue trustworthy (rebuilt if Redis lost it) and returns its length. */
   async prepare(device: DeviceRef, isNew: boolean): Promise<number> {
-    if (isNew) await this.queue.markNewDeviceSynced(device);
-    else await this.queue.ensureSynced(device);
-    const length = await this.queue.length(device);
+    const length = await this.queue.syncedLength(device, isNew);
     this.metrics.queueDepth.observe(length);
     return length;
   }

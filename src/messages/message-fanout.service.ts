@@ -16,9 +16,10 @@ import { OrderedEmitter } from './ordered-emitter.js';
  * device of every member but the sending one), deliver it live, and hand it to push
  * (which schedules APNs pushes for iOS devices that stay offline).
  *
- * The queue write is issued before the live emit but its reply is not awaited first:
- * commands on the one Redis connection run in the order they were written, so a
- * recipient's `ack` (written only after the emit reached it) always runs after the
+ * The queue write goes out in the same tick as the live emit (at its end, together with
+ * the other messages of the same group commit) and its reply is not awaited first:
+ * commands on the one Redis connection run in the order they were written, and a
+ * recipient's `ack` can only be read in a later tick, so it always runs after the
  * entry was added. Awaiting the reply first would add a Redis round trip to every
  * delivery. Should the write fail (Redis down), queues are rebuilt from PostgreSQL;
  * should an ack ever overtake it (the script had to be reloaded, or the recipient is on
@@ -58,7 +59,9 @@ export class MessageFanout {
       this.ordered.release(message.conversationId, message.seq);
       return;
     }
-    const queued = this.queue.enqueue(recipients, [
+    const queued = this.queue.enqueueMessage(
+      `${message.conversationId}\n${sender.userId}\n${sender.deviceId}`,
+      recipients,
       {
         messageId: message.id,
         conversationId: message.conversationId,
@@ -66,7 +69,7 @@ export class MessageFanout {
         senderId: message.senderId,
         score: Date.parse(message.createdAt),
       },
-    ]);
+    );
     this.ordered.emit(message.conversationId, message.seq, () =>
       this.realtime.emitMessage(memberIds, message, sender.socketId),
     );

@@ -16,27 +16,49 @@ import type { DeviceRef, PendingEntry } from '../devices/devices.repository.js';
  * and one global key, mq:epoch, made anew whenever Redis comes back empty.
  */
 /**
- * Adds entries to many devices' queues in one call (a message fanned out to a group):
- * ARGV cap, device count, each device's key tag, then (id, score, conversation, seq,
- * sender) per entry. An entry already queued is left alone. Past the cap the oldest
- * entries go. Keys are built from the tags, so all must live on one Redis (Redis Cluster
+ * Adds entries to many devices' queues in one call (a group commit's messages fanned out
+ * to a group): ARGV cap, device count, each device's key tag, then (id, score,
+ * conversation, seq, sender) per entry. An entry already queued is left alone; the new
+ * ones go in with one HSET and one ZADD per conversation per device. Past the cap the
+ * oldest entries go. Keys are built from the tags, so all must live on one Redis (Redis Cluster
  * is not supported). Returns the dropped entries as (device index, conversation, seq).
  */
 const ENQUEUE_MANY = `
 local cap = tonumber(ARGV[1])
 local devices = tonumber(ARGV[2])
-local first = 3 + devices
+local ids, scores, convs, seqs, values, highest = {}, {}, {}, {}, {}, {}
+local n = 0
+for i = 3 + devices, #ARGV, 5 do
+  n = n + 1
+  ids[n], scores[n], convs[n], seqs[n] = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+  values[n] = ARGV[i+2] .. '|' .. ARGV[i+3] .. '|' .. ARGV[i+4]
+  local seq = tonumber(ARGV[i+3])
+  if not highest[convs[n]] or seq > highest[convs[n]] then highest[convs[n]] = seq end
+end
 local dropped = {}
 for d = 1, devices do
   local tag = ARGV[2 + d]
   local z, m, hi, prefix = tag .. ':z', tag .. ':m', tag .. ':hi', tag .. ':c:'
-  for i = first, #ARGV, 5 do
-    local id, score, conv, seq, sender = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-    if redis.call('ZADD', z, 'NX', score, id) == 1 then
-      redis.call('HSET', m, id, conv .. '|' .. seq .. '|' .. sender)
-      redis.call('ZADD', prefix .. conv, seq, id)
+  local fields, perConv = {}, {}
+  for j = 1, n do
+    if redis.call('ZADD', z, 'NX', scores[j], ids[j]) == 1 then
+      table.insert(fields, ids[j])
+      table.insert(fields, values[j])
+      local members = perConv[convs[j]]
+      if not members then
+        members = {}
+        perConv[convs[j]] = members
+      end
+      table.insert(members, seqs[j])
+      table.insert(members, ids[j])
+    end
+  end
+  if #fields > 0 then
+    redis.call('HSET', m, unpack(fields))
+    for conv, members in pairs(perConv) do
+      redis.call('ZADD', prefix .. conv, unpack(members))
       local high = tonumber(redis.call('HGET', hi, conv) or '0')
-      if tonumber(seq) > high then redis.call('HSET', hi, conv, seq) end
+      if highest[conv] > high then redis.call('HSET', hi, conv, highest[conv]) end
     end
   end
   local size = redis.call('ZCARD', z)
@@ -89,6 +111,26 @@ end
 return { acked, cursors }
 `;
 
+/**
+ * A device's queue at connect, in one round trip. KEYS: global epoch, device epoch,
+ * queue ZSET; ARGV: a fresh epoch (used if the global one is missing), '1' if the
+ * device is new (nothing to rebuild: mark it in sync). Returns {1, length} when the
+ * queue is in sync, {0, epoch} when it must be rebuilt from PostgreSQL first.
+ */
+const SYNC_STATE = `
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[2], epoch)
+elseif redis.call('GET', KEYS[2]) ~= epoch then
+  return {0, epoch}
+end
+return {1, redis.call('ZCARD', KEYS[3])}
+`;
+
 export interface AckedEntry {
   messageId: string;
   conversationId: string;
@@ -114,6 +156,14 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** no keys; args cap, device count, device key tags, then (id, score, conv, seq, sender) per entry. */
     mqEnqueueMany(...args: (string | number)[]): Result<(string | number)[], Context>;
+    /** keys global epoch, device epoch, z; args fresh epoch, '1' for a new device. */
+    mqSyncState(
+      epoch: string,
+      deviceEpoch: string,
+      z: string,
+      fresh: string,
+      isNew: string,
+    ): Result<[number, number | string], Context>;
     /** keys z, m, hi; args convPrefix, then message ids. */
     mqAck(z: string, m: string, hi: string, ...args: string[]): Result<[string[], string[]], Context>;
   }
@@ -126,6 +176,11 @@ function keysOf(device: DeviceRef) {
   return { z: `${tag}:z`, m: `${tag}:m`, hi: `${tag}:hi`, epoch: `${tag}:epoch`, convPrefix: `${tag}:c:` };
 }
 
+/**
+ * Entries per ENQUEUE_MANY call: a rebuild can bring thousands, and the script hands a
+ * device's new entries to one HSET (Lua's unpack takes at most ~8,000 values).
+ */
+const ENTRIES_PER_CALL = 500;
 /** Devices per ENQUEUE_MANY call, so one script never holds Redis for long. */
 const DEVICES_PER_CALL = 128;
 
@@ -134,6 +189,26 @@ export class OfflineQueueRepository {
   constructor(private readonly redis: RedisService) {
     this.redis.client.defineCommand('mqAck', { numberOfKeys: 3, lua: ACK });
     this.redis.client.defineCommand('mqEnqueueMany', { numberOfKeys: 0, lua: ENQUEUE_MANY });
+    this.redis.client.defineCommand('mqSyncState', { numberOfKeys: 3, lua: SYNC_STATE });
+  }
+
+  /**
+   * Whether the device's queue is in sync with PostgreSQL (then its length), or the
+   * epoch it must be rebuilt for. A new device is marked in sync at once.
+   */
+  async syncState(
+    device: DeviceRef,
+    isNew: boolean,
+  ): Promise<{ synced: true; length: number } | { synced: false; epoch: string }> {
+    const k = keysOf(device);
+    const [synced, value] = await this.redis.client.mqSyncState(
+      EPOCH_KEY,
+      k.epoch,
+      k.z,
+      randomUUID(),
+      isNew ? '1' : '0',
+    );
+    return synced === 1 ? { synced: true, length: Number(value) } : { synced: false, epoch: String(value) };
   }
 
   /**
@@ -147,14 +222,23 @@ export class OfflineQueueRepository {
   ): Promise<Map<DeviceRef, { conversationId: string; seq: number }[]>> {
     const dropped = new Map<DeviceRef, { conversationId: string; seq: number }[]>();
     if (devices.length === 0 || entries.length === 0) return dropped;
-    const args: (string | number)[] = [];
-    for (const e of entries) args.push(e.messageId, e.score, e.conversationId, e.seq, e.senderId);
+    const chunks: (string | number)[][] = [];
+    for (let start = 0; start < entries.length; start += ENTRIES_PER_CALL) {
+      const args: (string | number)[] = [];
+      for (const e of entries.slice(start, start + ENTRIES_PER_CALL)) {
+        args.push(e.messageId, e.score, e.conversationId, e.seq, e.senderId);
+      }
+      chunks.push(args);
+    }
     const calls: Promise<(string | number)[]>[] = [];
     const groups: DeviceRef[][] = [];
     for (let start = 0; start < devices.length; start += DEVICES_PER_CALL) {
       const group = devices.slice(start, start + DEVICES_PER_CALL);
-      groups.push(group);
-      calls.push(this.redis.client.mqEnqueueMany(cap, group.length, ...group.map(tagOf), ...args));
+      const tags = group.map(tagOf);
+      for (const args of chunks) {
+        groups.push(group);
+        calls.push(this.redis.client.mqEnqueueMany(cap, group.length, ...tags, ...args));
+      }
     }
     const replies = await Promise.all(calls);
     replies.forEach((flat, groupIndex) => {

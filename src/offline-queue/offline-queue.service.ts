@@ -14,9 +14,17 @@ import { OfflineQueueRepository, type AckResult, type QueuedRef } from './offlin
  * oldest are dropped and the device's cursor moves past them; the device then sees a seq
  * gap in that conversation and reads the missing range with `history`.
  */
+interface PendingGroup {
+  recipients: readonly DeviceRef[];
+  entries: PendingEntry[];
+  waiters: { resolve: () => void; reject: (error: unknown) => void }[];
+}
+
 @Injectable()
 export class OfflineQueueService {
   private readonly logger = new Logger(OfflineQueueService.name);
+  /** Messages queued in this tick, by recipient group; written at the end of the tick. */
+  private readonly pending = new Map<string, PendingGroup>();
 
   constructor(
     private readonly queues: OfflineQueueRepository,
@@ -24,6 +32,44 @@ export class OfflineQueueService {
     private readonly cursors: CursorWriter,
     private readonly config: AppConfig,
   ) {}
+
+  /**
+   * Queues one committed message for its recipients. The messages of one group commit
+   * that share a recipient group (`groupKey`: same conversation, same sending device)
+   * are queued together, in one script call written at the end of the current tick:
+   * still before this instance reads any further input, so before any ack of them can
+   * arrive. Resolves once Redis has them.
+   */
+  enqueueMessage(groupKey: string, recipients: readonly DeviceRef[], entry: PendingEntry): Promise<void> {
+    if (recipients.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      let key = groupKey;
+      let group = this.pending.get(key);
+      // Membership changed within the tick: a group of its own for the new recipients.
+      while (group && !sameDevices(group.recipients, recipients)) {
+        key += '+';
+        group = this.pending.get(key);
+      }
+      if (group) {
+        group.entries.push(entry);
+        group.waiters.push({ resolve, reject });
+        return;
+      }
+      if (this.pending.size === 0) process.nextTick(() => this.flushPending());
+      this.pending.set(key, { recipients, entries: [entry], waiters: [{ resolve, reject }] });
+    });
+  }
+
+  private flushPending(): void {
+    const groups = [...this.pending.values()];
+    this.pending.clear();
+    for (const group of groups) {
+      this.enqueue(group.recipients, group.entries).then(
+        () => group.waiters.forEach((waiter) => waiter.resolve()),
+        (error: unknown) => group.waiters.forEach((waiter) => waiter.reject(error)),
+      );
+    }
+  }
 
   async enqueue(recipients: readonly DeviceRef[], entries: readonly PendingEntry[]): Promise<void> {
     const dropped = await this.queues.enqueueForDevices(recipients, entries, this.config.offlineQueueMax);
@@ -36,17 +82,25 @@ export class OfflineQueueService {
   }
 
   /**
-   * A device seen for the first time has nothing to rebuild (its cursors start at the
-   * current seqs): mark its queue as in sync without reading PostgreSQL.
+   * At connect: makes the device's queue trustworthy and returns its length, in one
+   * Redis round trip when it is in sync. A device seen for the first time has nothing
+   * to rebuild (its cursors start at the current seqs) and is marked in sync at once.
    */
-  async markNewDeviceSynced(device: DeviceRef): Promise<void> {
-    await this.queues.setDeviceEpoch(device, await this.queues.currentEpoch());
+  async syncedLength(device: DeviceRef, isNew: boolean): Promise<number> {
+    const state = await this.queues.syncState(device, isNew);
+    if (state.synced) return state.length;
+    await this.rebuild(device, state.epoch);
+    return this.queues.length(device);
   }
 
   /** Rebuilds this device's queue from PostgreSQL if Redis lost it since the last sync. */
   async ensureSynced(device: DeviceRef): Promise<void> {
     const epoch = await this.queues.currentEpoch();
     if ((await this.queues.deviceEpoch(device)) === epoch) return;
+    await this.rebuild(device, epoch);
+  }
+
+  private async rebuild(device: DeviceRef, epoch: string): Promise<void> {
     const pending = await this.devices.pendingFor(device.userId, device.deviceId, this.config.offlineQueueMax);
     if (pending.length > 0) {
       await this.queues.enqueueForDevices([device], pending, this.config.offlineQueueMax);
@@ -105,6 +159,14 @@ export class OfflineQueueService {
   drop(device: DeviceRef): Promise<void> {
     return this.queues.drop(device);
   }
+}
+
+function sameDevices(a: readonly DeviceRef[], b: readonly DeviceRef[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i].userId !== b[i].userId || a[i].deviceId !== b[i].deviceId) return false;
+  }
+  return true;
 }
 
 function highestPerConversation(entries: readonly { conversationId: string; seq: number }[]) {
