@@ -75,6 +75,24 @@ describe('CryptoService', () => {
     expect(first.ciphertext).not.toEqual(second.ciphertext);
   });
 
+  it('never repeats a nonce across pool refills (5,000 seals, 24 random bytes each)', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 5_000; i++) {
+      const { nonce } = crypto.seal(dataKey, body, aad);
+      expect(nonce).toHaveLength(24);
+      seen.add(Buffer.from(nonce).toString('hex'));
+    }
+    expect(seen.size).toBe(5_000);
+    // Random, not a counter: on average half of each nonce's bits differ from the next one's.
+    const nonces = [...seen].map((hex) => Buffer.from(hex, 'hex'));
+    let differing = 0;
+    for (let i = 1; i < nonces.length; i++) {
+      for (let b = 0; b < 24; b++) differing += popcount(nonces[i][b] ^ nonces[i - 1][b]);
+    }
+    expect(differing / (nonces.length - 1)).toBeGreaterThan(80);
+    expect(differing / (nonces.length - 1)).toBeLessThan(112);
+  });
+
   it('rejects a ciphertext with any one byte flipped', () => {
     const { ciphertext, nonce } = crypto.seal(dataKey, body, aad);
     for (let i = 0; i < ciphertext.length; i++) {
@@ -339,3 +357,9 @@ describe('KeyRotationService', () => {
     await expect(rotation.rotateAll()).rejects.toBeInstanceOf(CryptoError);
   });
 });
+
+function popcount(byte: number): number {
+  let count = 0;
+  for (let v = byte; v > 0; v >>= 1) count += v & 1;
+  return count;
+}

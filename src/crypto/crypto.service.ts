@@ -1,4 +1,4 @@
-import { getRandomValues } from 'node:crypto';
+import { getRandomValues, randomFillSync } from 'node:crypto';
 
 import { Injectable, type OnModuleInit } from '@nestjs/common';
 import sodium from 'libsodium-wrappers';
@@ -38,6 +38,30 @@ export interface SealedMessage {
 const KEY_BYTES = 32;
 const NONCE_BYTES = 24;
 const TAG_BYTES = 16;
+/** Nonces drawn from the CSPRNG per refill (one system-RNG call per 1,024 messages). */
+const NONCES_PER_REFILL = 1_024;
+
+/**
+ * Random nonces, cheaply: one CSPRNG fill buys 1,024 of them, each handed out once
+ * (copied out, then the pool moves past it). XChaCha20's 192-bit nonces are safe to draw
+ * at random; the pool changes how often the RNG is called, not what it gives.
+ */
+class NoncePool {
+  private pool = Buffer.alloc(0);
+  private offset = 0;
+
+  next(): Bytes {
+    if (this.offset + NONCE_BYTES > this.pool.length) {
+      this.pool = randomFillSync(Buffer.allocUnsafe(NONCE_BYTES * NONCES_PER_REFILL));
+      this.offset = 0;
+    }
+    const nonce: Bytes = new Uint8Array(NONCE_BYTES);
+    nonce.set(this.pool.subarray(this.offset, this.offset + NONCE_BYTES));
+    this.pool.fill(0, this.offset, this.offset + NONCE_BYTES);
+    this.offset += NONCE_BYTES;
+    return nonce;
+  }
+}
 const WRAPPED_KEY_BYTES = NONCE_BYTES + KEY_BYTES + TAG_BYTES;
 const MAX_UINT32 = 0xffff_ffff;
 const MAX_UINT64 = (1n << 64n) - 1n;
@@ -69,6 +93,7 @@ export class CryptoService implements OnModuleInit {
   private readonly activeVersion: number;
   /** Insertion-ordered, so the first entry is the least recently used. */
   private readonly dataKeys = new Map<string, Bytes>();
+  private readonly nonces = new NoncePool();
 
   constructor(config: AppConfig) {
     const { keys, activeVersion } = config.encryption;
@@ -172,7 +197,7 @@ export class CryptoService implements OnModuleInit {
    */
   seal(dataKey: Uint8Array, plaintext: Uint8Array, aad: MessageAad): SealedMessage {
     checkDataKey(dataKey);
-    const nonce = getRandomValues(new Uint8Array(NONCE_BYTES));
+    const nonce = this.nonces.next();
     const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
       plaintext,
       encodeMessageAad(aad),

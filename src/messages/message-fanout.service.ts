@@ -43,7 +43,8 @@ export class MessageFanout {
   /**
    * Never throws: the message is already stored, so the sender's reply stands. If the
    * fan-out fails half-way, every queue is marked for a rebuild from PostgreSQL, which
-   * holds the message past each recipient device's cursor.
+   * holds the message past each recipient device's cursor. Resolves once the queue write
+   * is issued and the live emit done (or held for seq order), not when Redis answers.
    */
   async afterCommit(message: WireMessage, sender: Sender): Promise<void> {
     this.metrics.messagesStored.inc();
@@ -73,13 +74,15 @@ export class MessageFanout {
     this.ordered.emit(message.conversationId, message.seq, () =>
       this.realtime.emitMessage(memberIds, message, sender.socketId),
     );
-    try {
-      await queued;
-      this.push.messageQueued(message, recipients);
-      this.metrics.messagesDelivered.inc(recipients.length);
-    } catch (error) {
-      this.failed(error);
-    }
+    // The sender's reply does not wait for Redis either (the message is committed; a
+    // failed queue write is repaired from PostgreSQL): push and metrics follow the write.
+    queued.then(
+      () => {
+        this.push.messageQueued(message, recipients);
+        this.metrics.messagesDelivered.inc(recipients.length);
+      },
+      (error: unknown) => this.failed(error),
+    );
   }
 
   private failed(error: unknown): void {
