@@ -24,6 +24,7 @@ import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 
+import { SERVICE_NODE_FLAGS } from '../scripts/node-flags.mjs';
 import { attachProfiler } from './lib/inspector.mjs';
 import {
   CpuMeter,
@@ -332,6 +333,7 @@ async function startService(urls, secrets) {
   };
   // BENCH_SERVICE_NODE_FLAGS: extra Node flags for the service (e.g. --trace-gc; output in the service log).
   const args = [
+    ...SERVICE_NODE_FLAGS, // as in production (npm start, start:prod, the Dockerfile)
     ...(process.env.BENCH_SERVICE_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
     join(ROOT, 'dist', 'main.js'),
   ];

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { devSecrets, log, root } from './dev-env.mjs';
+import { SERVICE_NODE_FLAGS } from './node-flags.mjs';
 
 const env = { ...process.env };
 const production = env.NODE_ENV === 'production';
@@ -63,7 +64,7 @@ if (production && !existsSync(join(root, 'dist', 'main.js'))) {
   });
 }
 
-const child = spawn(process.execPath, ['--enable-source-maps', join(root, 'dist', 'main.js')], {
+const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, join(root, 'dist', 'main.js')], {
   cwd: root,
   env,
   stdio: 'inherit',
