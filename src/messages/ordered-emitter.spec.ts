@@ -68,6 +68,23 @@ describe('OrderedEmitter', () => {
     expect(seen).toEqual([2]);
   });
 
+  it('counts the stall from the last step forward, and skips only the seq that is stuck', () => {
+    vi.useFakeTimers();
+    const emitter = new OrderedEmitter();
+    const seen: number[] = [];
+    for (const seq of [1, 2, 3, 4]) emitter.reserve('c', seq);
+    emitter.emit('c', 2, () => seen.push(2));
+    vi.advanceTimersByTime(4_000);
+    emitter.emit('c', 1, () => seen.push(1)); // progress: 1 and 2 go, 3 now holds 4 back
+    emitter.emit('c', 4, () => seen.push(4));
+    expect(seen).toEqual([1, 2]);
+    vi.advanceTimersByTime(4_999);
+    expect(seen).toEqual([1, 2]);
+    vi.advanceTimersByTime(2);
+    expect(seen).toEqual([1, 2, 4]);
+    vi.useRealTimers();
+  });
+
   it('keeps going when one emit throws', () => {
     const emitter = new OrderedEmitter();
     const seen: number[] = [];

@@ -68,14 +68,22 @@ export class OrderedEmitter {
       state.slots.delete(head);
       this.run(slot?.emit);
     }
-    if (state.timer) clearTimeout(state.timer);
-    state.timer = undefined;
     if (state.order.length === 0) {
+      if (state.timer) clearTimeout(state.timer);
       this.conversations.delete(conversationId);
       return;
     }
-    const stalled = state.order[0];
+    // One timer per waiting conversation, pushed back on every step forward (refresh()
+    // re-arms it without a new timer per message).
+    if (state.timer) {
+      state.timer.refresh();
+      return;
+    }
     state.timer = setTimeout(() => {
+      const current = this.conversations.get(conversationId);
+      if (!current || current.order.length === 0) return;
+      current.timer = undefined;
+      const stalled = current.order[0];
       this.logger.warn(`seq ${stalled} held back a conversation's live emits for ${STALL_MS} ms; skipping it`);
       this.release(conversationId, stalled);
     }, STALL_MS);
