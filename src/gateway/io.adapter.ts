@@ -1,3 +1,4 @@
+import type { Server as HttpServer } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
@@ -47,7 +48,8 @@ export class AppIoAdapter extends IoAdapter {
       connectTimeout: 10_000,
       cors: origins.length > 0 ? { origin: origins.includes('*') ? true : origins, credentials: true } : undefined,
     } as ServerOptions);
-    (this.httpServer as import('node:http').Server | undefined)?.on('upgrade', (_request: unknown, socket: Socket) =>
+    // Each WebSocket's TCP socket sends what one tick wrote to it in one writev.
+    (this.httpServer as HttpServer | undefined)?.on('upgrade', (_request: unknown, socket: Socket) =>
       coalesceWrites(socket),
     );
     const pub = this.redis.duplicate();

@@ -5,6 +5,13 @@ import { DevicesRepository, type DeviceRef, type PendingEntry } from '../devices
 import { CursorWriter } from './cursor-writer.js';
 import { OfflineQueueRepository, type AckResult, type QueuedRef } from './offline-queue.repository.js';
 
+/** Messages of one tick for the same recipients, written to Redis together. */
+interface PendingGroup {
+  recipients: readonly DeviceRef[];
+  entries: PendingEntry[];
+  waiters: { resolve: () => void; reject: (error: unknown) => void }[];
+}
+
 /**
  * Each device's queue of messages it has not acked. Redis holds the queues; PostgreSQL
  * (messages past each device's delivery cursor) is the source of truth they are rebuilt
@@ -14,12 +21,6 @@ import { OfflineQueueRepository, type AckResult, type QueuedRef } from './offlin
  * oldest are dropped and the device's cursor moves past them; the device then sees a seq
  * gap in that conversation and reads the missing range with `history`.
  */
-interface PendingGroup {
-  recipients: readonly DeviceRef[];
-  entries: PendingEntry[];
-  waiters: { resolve: () => void; reject: (error: unknown) => void }[];
-}
-
 @Injectable()
 export class OfflineQueueService {
   private readonly logger = new Logger(OfflineQueueService.name);
