@@ -119,6 +119,26 @@ function emitRetrying(socket, event, payload, timeoutMs, tally, callback, attemp
   });
 }
 
+/**
+ * emitRetrying for the load's own requests: a failure (timeout or error reply) is counted
+ * in `errors` and reported to `onFail`; a success goes to `onOk(reply)`.
+ */
+function emitCounted(socket, event, payload, timeoutMs, errors, onOk, onFail = () => undefined) {
+  emitRetrying(socket, event, payload, timeoutMs, errors, (error, reply) => {
+    if (error || !reply?.ok) {
+      errors.add(error ? { code: 'timeout' } : reply?.error);
+      onFail();
+      return;
+    }
+    onOk(reply);
+  });
+}
+
+/** Sends one bench message; its body carries `sentAt`, for latency at the receiver. */
+function sendTimed(socket, conversationId, clientMsgId, sentAt, timeoutMs, errors, onOk, onFail) {
+  emitCounted(socket, 'send', { conversationId, clientMsgId, body: bodyAt(sentAt) }, timeoutMs, errors, onOk, onFail);
+}
+
 function bodyAt(time) {
   return `${time.toFixed(3)}|${BODY_PAD}`;
 }
@@ -221,23 +241,20 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     pair.inFlight += 1;
     inFlight += 1;
     totals.sent += 1;
-    emitRetrying(
+    sendTimed(
       pair.senderSocket,
-      'send',
-      { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) },
+      pair.conversationId,
+      clientMsgId,
+      sentAt,
       timeoutMs,
       errors,
-      (error, reply) => {
-        if (error || !reply?.ok) {
-          errors.add(error ? { code: 'timeout' } : reply?.error);
-          settle(pair, record, true);
-          return;
-        }
+      () => {
         record.stored = true;
         totals.stored += 1;
         if (inWindow(clock())) windowed.stored += 1;
         maybeComplete(pair, record);
       },
+      () => settle(pair, record, true),
     );
   };
 
@@ -256,17 +273,20 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
       record.delivered = true;
       totals.delivered += 1;
       if (inWindow(clock())) windowed.delivered += 1;
-      emitRetrying(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, (error, reply) => {
-        if (error || !reply?.ok) {
-          errors.add(error ? { code: 'timeout' } : reply?.error);
-          settle(pair, record, true);
-          return;
-        }
-        record.acked = true;
-        totals.acked += 1;
-        if (inWindow(clock())) windowed.acked += 1;
-        maybeComplete(pair, record);
-      });
+      emitCounted(
+        pair.receiverSocket,
+        'ack',
+        { messageIds: [message.id] },
+        timeoutMs,
+        errors,
+        () => {
+          record.acked = true;
+          totals.acked += 1;
+          if (inWindow(clock())) windowed.acked += 1;
+          maybeComplete(pair, record);
+        },
+        () => settle(pair, record, true),
+      );
     });
   }
   for (const pair of pairs) pump(pair);
@@ -319,9 +339,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
         const second = Math.floor((sentAt - start) / 1000);
         (bySecond[second] ??= []).push(now - sentAt);
       }
-      emitRetrying(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, (error, reply) => {
-        if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
-      });
+      emitCounted(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, () => undefined);
     });
   }
 
@@ -329,20 +347,9 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
     const sentAt = clock();
     const clientMsgId = `${runId}-${pair.index}-${sent}`;
     sent += 1;
-    emitRetrying(
-      pair.senderSocket,
-      'send',
-      { conversationId: pair.conversationId, clientMsgId, body: bodyAt(sentAt) },
-      timeoutMs,
-      errors,
-      (error, reply) => {
-        if (error || !reply?.ok) {
-          errors.add(error ? { code: 'timeout' } : reply?.error);
-          return;
-        }
-        if (sentAt >= measureFrom) stored.push(clock() - sentAt);
-      },
-    );
+    sendTimed(pair.senderSocket, pair.conversationId, clientMsgId, sentAt, timeoutMs, errors, () => {
+      if (sentAt >= measureFrom) stored.push(clock() - sentAt);
+    });
   };
 
   await new Promise((resolve) => {
@@ -438,19 +445,23 @@ async function drainRun({ target, conversationId, sender, receiver, count, windo
         const clientMsgId = `${runId}-drain-${sent}`;
         sent += 1;
         inFlight += 1;
-        emitRetrying(
+        const next = () => {
+          inFlight -= 1;
+          if (sent >= count && inFlight === 0) resolve();
+          else pump();
+        };
+        sendTimed(
           senderSocket,
-          'send',
-          { conversationId, clientMsgId, body: bodyAt(clock()) },
+          conversationId,
+          clientMsgId,
+          clock(),
           timeoutMs,
           errors,
-          (error, reply) => {
-            inFlight -= 1;
-            if (error || !reply?.ok) errors.add(error ? { code: 'timeout' } : reply?.error);
-            else stored += 1;
-            if (sent >= count && inFlight === 0) resolve();
-            else pump();
+          () => {
+            stored += 1;
+            next();
           },
+          next,
         );
       }
     };
@@ -583,22 +594,19 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
       records.set(clientMsgId, record);
       sent += 1;
       inFlight += 1;
-      emitRetrying(
+      sendTimed(
         fan.sender,
-        'send',
-        { conversationId: fan.conversationId, clientMsgId, body: bodyAt(sentAt) },
+        fan.conversationId,
+        clientMsgId,
+        sentAt,
         timeoutMs,
         errors,
-        (error, reply) => {
-          if (error || !reply?.ok) {
-            errors.add(error ? { code: 'timeout' } : reply?.error);
-            release(record);
-            return;
-          }
+        () => {
           stored += 1;
           record.stored = true;
           maybeRelease(record);
         },
+        () => release(record),
       );
     }
   };

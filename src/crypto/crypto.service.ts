@@ -57,7 +57,6 @@ class NoncePool {
     }
     const nonce: Bytes = new Uint8Array(NONCE_BYTES);
     nonce.set(this.pool.subarray(this.offset, this.offset + NONCE_BYTES));
-    this.pool.fill(0, this.offset, this.offset + NONCE_BYTES);
     this.offset += NONCE_BYTES;
     return nonce;
   }

@@ -327,23 +327,9 @@ export class OfflineQueueRepository {
     await this.redis.client.hdel(k.hi, conversationId);
   }
 
-  /**
-   * The global epoch, created when missing: Redis restarted empty or was flushed, and
-   * every queue must be rebuilt from PostgreSQL before it is trusted again.
-   */
-  async currentEpoch(): Promise<string> {
-    const existing = await this.redis.client.get(EPOCH_KEY);
-    if (existing) return existing;
-    await this.redis.client.set(EPOCH_KEY, randomUUID(), 'NX');
-    return (await this.redis.client.get(EPOCH_KEY)) ?? '';
-  }
-
+  /** A new global epoch: every queue is rebuilt from PostgreSQL at its next sync. */
   async resetEpoch(): Promise<void> {
     await this.redis.client.set(EPOCH_KEY, randomUUID());
-  }
-
-  deviceEpoch(device: DeviceRef): Promise<string | null> {
-    return this.redis.client.get(keysOf(device).epoch);
   }
 
   async setDeviceEpoch(device: DeviceRef, epoch: string): Promise<void> {

@@ -96,9 +96,8 @@ export class OfflineQueueService {
 
   /** Rebuilds this device's queue from PostgreSQL if Redis lost it since the last sync. */
   async ensureSynced(device: DeviceRef): Promise<void> {
-    const epoch = await this.queues.currentEpoch();
-    if ((await this.queues.deviceEpoch(device)) === epoch) return;
-    await this.rebuild(device, epoch);
+    const state = await this.queues.syncState(device, false);
+    if (!state.synced) await this.rebuild(device, state.epoch);
   }
 
   private async rebuild(device: DeviceRef, epoch: string): Promise<void> {
@@ -125,8 +124,7 @@ export class OfflineQueueService {
    * queue is not in sync with PostgreSQL (Redis lost it and it was not rebuilt yet).
    */
   async isQueued(device: DeviceRef, messageId: string): Promise<boolean | null> {
-    const [epoch, deviceEpoch] = await Promise.all([this.queues.currentEpoch(), this.queues.deviceEpoch(device)]);
-    if (epoch !== deviceEpoch) return null;
+    if (!(await this.queues.syncState(device, false)).synced) return null;
     return this.queues.contains(device, messageId);
   }
 

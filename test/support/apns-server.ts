@@ -14,10 +14,9 @@ import { promisify } from 'node:util';
 
 import { decodeProtectedHeader, jwtVerify } from 'jose';
 
-import { createApp } from '../../src/bootstrap.js';
 import { parseEnv } from '../../src/config/config.parser.js';
 import { setPushOptions, type PushOptions } from '../../src/push/push.options.js';
-import { TEST_ENCRYPTION_KEYS, TEST_JWT_SECRET, testEnvironment, type TestApp } from './app.js';
+import { serveTestApp, testEnv, testEnvironment, type TestApp } from './app.js';
 
 const run = promisify(execFile);
 
@@ -267,38 +266,7 @@ export async function startAppWithApns(
   reuse?: Pick<TestApp, 'databaseUrl' | 'redisUrl'>,
 ): Promise<PushTestApp> {
   const { env, dropDatabase } = reuse
-    ? {
-        env: {
-          NODE_ENV: 'test',
-          PORT: '0',
-          HOST: '127.0.0.1',
-          DATABASE_URL: reuse.databaseUrl,
-          REDIS_URL: reuse.redisUrl,
-          JWT_SECRET: TEST_JWT_SECRET,
-          ENCRYPTION_KEYS: TEST_ENCRYPTION_KEYS,
-          MIGRATE_ON_START: 'false',
-          LOG_LEVEL: 'error',
-          ...apns.env,
-        },
-        dropDatabase: () => Promise.resolve(),
-      }
+    ? { env: testEnv(reuse.databaseUrl, reuse.redisUrl, apns.env), dropDatabase: () => Promise.resolve() }
     : await testEnvironment(apns.env);
-  const config = setPushOptions(parseEnv(env), testPushOptions(apns, options));
-  const app = await createApp(config);
-  await app.listen(0, '127.0.0.1');
-  const { port } = app.getHttpServer().address() as AddressInfo;
-  let stopped: Promise<void> | undefined;
-  const stop = () => (stopped ??= app.close());
-  return {
-    app,
-    config,
-    url: `http://127.0.0.1:${port}`,
-    databaseUrl: env.DATABASE_URL,
-    redisUrl: env.REDIS_URL,
-    stop,
-    close: async () => {
-      await stop();
-      await dropDatabase();
-    },
-  };
+  return serveTestApp(setPushOptions(parseEnv(env), testPushOptions(apns, options)), dropDatabase);
 }

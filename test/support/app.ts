@@ -21,6 +21,22 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
+/** A test service's environment on the given database and Redis index. */
+export function testEnv(databaseUrl: string, redisUrl: string, overrides: Record<string, string> = {}) {
+  return {
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redisUrl,
+    JWT_SECRET: TEST_JWT_SECRET,
+    ENCRYPTION_KEYS: TEST_ENCRYPTION_KEYS,
+    MIGRATE_ON_START: 'false',
+    LOG_LEVEL: 'error',
+    ...overrides,
+  };
+}
+
 /** The environment a test service runs with, on its own database and Redis index. */
 export async function testEnvironment(overrides: Record<string, string> = {}): Promise<{
   env: Record<string, string>;
@@ -28,20 +44,34 @@ export async function testEnvironment(overrides: Record<string, string> = {}): P
 }> {
   const database = await createTestDatabase();
   const redis = useTestRedisDb();
+  return { env: testEnv(database.url, redis.url, overrides), dropDatabase: () => database.drop() };
+}
+
+/**
+ * Serves the application built from `config` in this process on a free loopback port,
+ * as main.ts would. `stop` closes it and keeps its database (for a restart); `close`
+ * also drops the database (`dropDatabase`).
+ */
+export async function serveTestApp(
+  config: AppConfig,
+  dropDatabase: () => Promise<void>,
+): Promise<TestApp & { stop(): Promise<void> }> {
+  const app = await createApp(config);
+  await app.listen(0, '127.0.0.1');
+  const { port } = app.getHttpServer().address() as AddressInfo;
+  let stopped: Promise<void> | undefined;
+  const stop = () => (stopped ??= app.close());
   return {
-    env: {
-      NODE_ENV: 'test',
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATABASE_URL: database.url,
-      REDIS_URL: redis.url,
-      JWT_SECRET: TEST_JWT_SECRET,
-      ENCRYPTION_KEYS: TEST_ENCRYPTION_KEYS,
-      MIGRATE_ON_START: 'false',
-      LOG_LEVEL: 'error',
-      ...overrides,
+    app,
+    config,
+    url: `http://127.0.0.1:${port}`,
+    databaseUrl: config.databaseUrl,
+    redisUrl: config.redisUrl,
+    stop,
+    close: async () => {
+      await stop();
+      await dropDatabase();
     },
-    dropDatabase: () => database.drop(),
   };
 }
 
@@ -51,19 +81,5 @@ export async function testEnvironment(overrides: Record<string, string> = {}): P
  */
 export async function startTestApp(overrides: Record<string, string> = {}): Promise<TestApp> {
   const { env, dropDatabase } = await testEnvironment(overrides);
-  const config = parseEnv(env);
-  const app = await createApp(config);
-  await app.listen(0, '127.0.0.1');
-  const { port } = app.getHttpServer().address() as AddressInfo;
-  return {
-    app,
-    config,
-    url: `http://127.0.0.1:${port}`,
-    databaseUrl: env.DATABASE_URL,
-    redisUrl: env.REDIS_URL,
-    close: async () => {
-      await app.close();
-      await dropDatabase();
-    },
-  };
+  return serveTestApp(parseEnv(env), dropDatabase);
 }
