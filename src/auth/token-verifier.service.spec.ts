@@ -111,3 +111,55 @@ describe('TokenVerifier', () => {
     expect(await codeOf(ed.verify(token))).toBe('accepted');
   });
 });
+
+describe('TokenVerifier, claims and headers', () => {
+  it('refuses a token not valid yet (nbf past the tolerance), accepts one within it', async () => {
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'a', exp: now() + 600, nbf: now() + 120 })))).toBe(
+      'unauthorized',
+    );
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'a', exp: now() + 600, nbf: now() + 10 })))).toBe(
+      'accepted',
+    );
+  });
+
+  it('accepts an audience list that contains the configured audience', async () => {
+    const strict = verifier({ JWT_AUDIENCE: 'chat' });
+    expect(await codeOf(strict.verify(await hs256({ sub: 'a', exp: now() + 60, aud: ['other', 'chat'] })))).toBe(
+      'accepted',
+    );
+    expect(await codeOf(strict.verify(await hs256({ sub: 'a', exp: now() + 60, aud: ['other'] })))).toBe(
+      'unauthorized',
+    );
+  });
+
+  it('refuses claims of the wrong type and another HMAC algorithm', async () => {
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'a', exp: String(now() + 60) })))).toBe('unauthorized');
+    expect(await codeOf(verifier().verify(await hs256({ sub: 42, exp: now() + 60 })))).toBe('unauthorized');
+    const hs512 = await new SignJWT({ sub: 'a', exp: now() + 60 })
+      .setProtectedHeader({ alg: 'HS512' })
+      .sign(new TextEncoder().encode(SECRET));
+    expect(await codeOf(verifier().verify(hs512))).toBe('unauthorized');
+  });
+
+  it('refuses a header that names a critical extension it does not know', async () => {
+    const header = b64url({ alg: 'HS256', crit: ['x-unknown'], 'x-unknown': 1 });
+    const payload = b64url({ sub: 'a', exp: now() + 60 });
+    const signature = createHmac('sha256', SECRET).update(`${header}.${payload}`).digest('base64url');
+    expect(await codeOf(verifier().verify(`${header}.${payload}.${signature}`))).toBe('unauthorized');
+  });
+
+  it('refuses a token without the issuer or audience that is configured', async () => {
+    const strict = verifier({ JWT_ISSUER: 'https://idp.example.com', JWT_AUDIENCE: 'chat' });
+    expect(await codeOf(strict.verify(await hs256({ sub: 'a', exp: now() + 60, aud: 'chat' })))).toBe('unauthorized');
+    expect(
+      await codeOf(strict.verify(await hs256({ sub: 'a', exp: now() + 60, iss: 'https://idp.example.com' }))),
+    ).toBe('unauthorized');
+  });
+
+  it('says which claim failed', async () => {
+    const strict = verifier({ JWT_ISSUER: 'https://idp.example.com' });
+    await expect(strict.verify(await hs256({ sub: 'a', exp: now() + 60, iss: 'https://evil' }))).rejects.toThrow(
+      'token claim "iss" is not valid',
+    );
+  });
+});

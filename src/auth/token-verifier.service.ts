@@ -1,8 +1,7 @@
-import { createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
-
-type CryptoKey = webcrypto.CryptoKey;
+import { createPublicKey, type KeyObject } from 'node:crypto';
 
 import { Injectable } from '@nestjs/common';
+import { createVerifier, TokenError, type Algorithm } from 'fast-jwt';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
@@ -20,6 +19,7 @@ export interface Identity {
 
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'ES256', 'EdDSA'];
 const MAX_TOKEN_LENGTH = 8_192;
+const REQUIRED_CLAIMS = ['exp', 'sub'];
 
 /**
  * Verifies JWTs as PROTOCOL.md section 5 says: algorithms pinned to the configured key
@@ -27,33 +27,42 @@ const MAX_TOKEN_LENGTH = 8_192;
  * JWKS), `exp` required, `iss`/`aud` when configured, 30 s clock tolerance. `alg: none`
  * and algorithm swaps (HS256 signed with a public key) are refused by the pinning.
  *
+ * A secret or a PEM key is checked synchronously with fast-jwt (node:crypto): every
+ * connection verifies a token, and WebCrypto's asynchronous HMAC costs a thread-pool
+ * round trip each. A JWKS, whose keys are fetched and cached by URL, goes through jose.
+ *
  * @example
  *   const identity = await verifier.verify(token); // throws AppError unauthorized|token_expired
  */
 @Injectable()
 export class TokenVerifier {
-  private readonly key: CryptoKey | Promise<CryptoKey> | KeyObject | JWTVerifyGetKey;
-  private readonly algorithms: string[];
+  private readonly verifyLocally?: (token: string) => JWTPayload;
+  private readonly remoteKeys?: JWTVerifyGetKey;
 
   constructor(private readonly config: AppConfig) {
-    const source = config.jwt.key;
+    const { key: source, issuer, audience, clockToleranceSec } = config.jwt;
+    const options = {
+      // fast-jwt checks iss/aud only when present: a configured one must be there.
+      requiredClaims: [...REQUIRED_CLAIMS, ...(issuer ? ['iss'] : []), ...(audience ? ['aud'] : [])],
+      allowedIss: issuer,
+      allowedAud: audience,
+      clockTolerance: clockToleranceSec * 1000,
+      cache: false,
+    };
     switch (source.kind) {
       case 'secret':
-        // Imported once: handing jose the raw bytes would re-import the key on every verify.
-        this.key = webcrypto.subtle.importKey('raw', source.secret, { name: 'HMAC', hash: 'SHA-256' }, false, [
-          'verify',
-        ]);
-        this.algorithms = ['HS256'];
+        this.verifyLocally = createVerifier({ ...options, key: Buffer.from(source.secret), algorithms: ['HS256'] });
         break;
       case 'publicKey': {
-        const key = createPublicKey(source.pem);
-        this.key = key;
-        this.algorithms = [algorithmOf(key)];
+        const algorithm = algorithmOf(createPublicKey(source.pem));
+        this.verifyLocally = createVerifier({ ...options, key: source.pem, algorithms: [algorithm] });
         break;
       }
       case 'jwks':
-        this.key = createRemoteJWKSet(new URL(source.url), { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
-        this.algorithms = ASYMMETRIC_ALGORITHMS;
+        this.remoteKeys = createRemoteJWKSet(new URL(source.url), {
+          cooldownDuration: 30_000,
+          cacheMaxAge: 10 * 60_000,
+        });
         break;
     }
   }
@@ -65,34 +74,40 @@ export class TokenVerifier {
     if (token.length > MAX_TOKEN_LENGTH) throw new AppError(ErrorCode.Unauthorized, 'token is malformed');
     let payload: JWTPayload;
     try {
-      const options = {
-        algorithms: this.algorithms,
-        requiredClaims: ['exp', 'sub'],
-        issuer: this.config.jwt.issuer,
-        audience: this.config.jwt.audience,
-        clockTolerance: this.config.jwt.clockToleranceSec,
-      };
-      const key = this.key instanceof Promise ? await this.key : this.key;
-      const result =
-        typeof key === 'function' ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options);
-      payload = result.payload;
+      payload = this.verifyLocally ? this.verifyLocally(token) : await this.verifyRemotely(token);
     } catch (error) {
       throw toAuthError(error);
+    }
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+      throw new AppError(ErrorCode.Unauthorized, 'token is malformed');
     }
     if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 128) {
       throw new AppError(ErrorCode.Unauthorized, 'token has no valid sub');
     }
+    if (typeof payload.exp !== 'number') throw new AppError(ErrorCode.Unauthorized, 'token claim "exp" is not valid');
     const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : [];
     return {
       userId: payload.sub,
       isService: scopes.includes('service'),
       scopes,
-      expiresAt: new Date((payload.exp ?? 0) * 1000),
+      expiresAt: new Date(payload.exp * 1000),
     };
+  }
+
+  private async verifyRemotely(token: string): Promise<JWTPayload> {
+    const { issuer, audience, clockToleranceSec } = this.config.jwt;
+    const { payload } = await jwtVerify(token, this.remoteKeys!, {
+      algorithms: ASYMMETRIC_ALGORITHMS,
+      requiredClaims: REQUIRED_CLAIMS,
+      issuer,
+      audience,
+      clockTolerance: clockToleranceSec,
+    });
+    return payload;
   }
 }
 
-function algorithmOf(key: KeyObject): string {
+function algorithmOf(key: KeyObject): Algorithm {
   switch (key.asymmetricKeyType) {
     case 'rsa':
     case 'rsa-pss':
@@ -111,6 +126,7 @@ function algorithmOf(key: KeyObject): string {
 }
 
 function toAuthError(error: unknown): AppError {
+  if (error instanceof TokenError) return fromFastJwt(error);
   if (error instanceof errors.JWTExpired) return new AppError(ErrorCode.TokenExpired, 'token has expired');
   if (error instanceof errors.JWTClaimValidationFailed) {
     return new AppError(ErrorCode.Unauthorized, `token claim "${error.claim}" is not valid`);
@@ -122,6 +138,32 @@ function toAuthError(error: unknown): AppError {
   }
   if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSTimeout) {
     return new AppError(ErrorCode.Unauthorized, 'no key matches the token');
+  }
+  return new AppError(ErrorCode.Unauthorized, 'token is malformed');
+}
+
+/** fast-jwt's error codes, in the same words as jose's above. */
+function fromFastJwt(error: TokenError): AppError {
+  const { codes } = TokenError;
+  if (error.code === codes.expired) return new AppError(ErrorCode.TokenExpired, 'token has expired');
+  if (error.code === codes.invalidAlgorithm) {
+    return new AppError(ErrorCode.Unauthorized, 'token algorithm is not allowed');
+  }
+  if (error.code === codes.invalidSignature) {
+    return new AppError(ErrorCode.Unauthorized, 'token signature is not valid');
+  }
+  const claimCodes: string[] = [
+    codes.missingRequiredClaim,
+    codes.invalidClaimType,
+    codes.invalidClaimValue,
+    codes.inactive,
+  ];
+  if (claimCodes.includes(error.code)) {
+    const claim = /(?:The|of) (\w+) claim/.exec(error.message)?.[1];
+    return new AppError(
+      ErrorCode.Unauthorized,
+      claim ? `token claim "${claim}" is not valid` : 'token claims are not valid',
+    );
   }
   return new AppError(ErrorCode.Unauthorized, 'token is malformed');
 }

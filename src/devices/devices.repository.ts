@@ -36,37 +36,52 @@ export class DevicesRepository {
   constructor(private readonly prisma: PrismaService) {}
 
   /**
-   * Records a device (first connection) or its latest sighting; true when it is new.
-   * last_seen_at is written at most hourly, so a reconnect costs no write.
+   * Records devices' latest sightings (connections), several in one statement; for each
+   * input, in order, true when it created the device. last_seen_at is written at most
+   * hourly, so a reconnect costs no write. A device listed twice is created once: only
+   * its first listing says true.
    */
-  async touch(userId: string, deviceId: string): Promise<boolean> {
-    const { rows } = await this.prisma.sql.query<{ created: boolean }>({
+  async touch(devices: readonly DeviceRef[]): Promise<boolean[]> {
+    const unique = uniqueSorted(devices);
+    const { rows } = await this.prisma.sql.query<{ user_id: string; device_id: string; created: boolean }>({
       name: 'devices.touch',
-      text: `INSERT INTO devices (user_id, device_id) VALUES ($1, $2)
+      // Sorted, so concurrent batches take their row locks in the same order.
+      text: `INSERT INTO devices (user_id, device_id)
+             SELECT u, d FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(u, d, n) ORDER BY n
              ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_at = now()
              WHERE devices.last_seen_at < now() - interval '1 hour'
-             RETURNING (xmax = 0) AS created`,
-      values: [userId, deviceId],
+             RETURNING user_id, device_id, (xmax = 0) AS created`,
+      values: [unique.map((d) => d.userId), unique.map((d) => d.deviceId)],
     });
-    return rows[0]?.created ?? false;
+    const created = new Set(rows.filter((row) => row.created).map((row) => keyOf(row.user_id, row.device_id)));
+    return devices.map((device) => created.delete(keyOf(device.userId, device.deviceId)));
   }
 
   /**
-   * Gives the device a cursor in each of its user's conversations that lacks one, at the
+   * Gives each device a cursor in each of its user's conversations that lacks one, at the
    * conversation's current last seq: the device receives what is sent from now on.
-   * Runs after the device row is committed, so a message committed in between is either
-   * fanned out to this device or already counted in last_seq.
+   * Runs after the device rows are committed, so a message committed in between is either
+   * fanned out to the device or already counted in last_seq.
    */
-  async ensureCursors(userId: string, deviceId: string): Promise<void> {
+  async ensureCursorsOf(devices: readonly DeviceRef[]): Promise<void> {
+    const unique = uniqueSorted(devices);
+    if (unique.length === 0) return;
     await this.prisma.sql.query({
       name: 'devices.ensureCursors',
       text: `INSERT INTO delivery_cursors (user_id, device_id, conversation_id, acked_seq)
-             SELECT $1, $2, c.id, c.last_seq
-             FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
-             WHERE m.user_id = $1
+             SELECT t.u, t.d, c.id, c.last_seq
+             FROM unnest($1::text[], $2::text[]) AS t(u, d)
+             JOIN conversation_members m ON m.user_id = t.u
+             JOIN conversations c ON c.id = m.conversation_id
+             ORDER BY t.u, t.d, c.id
              ON CONFLICT DO NOTHING`,
-      values: [userId, deviceId],
+      values: [unique.map((d) => d.userId), unique.map((d) => d.deviceId)],
     });
+  }
+
+  /** `ensureCursorsOf` for one device. */
+  ensureCursors(userId: string, deviceId: string): Promise<void> {
+    return this.ensureCursorsOf([{ userId, deviceId }]);
   }
 
   /** Gives every device of `userId` a cursor in one conversation (the user was just added). */
@@ -287,4 +302,12 @@ export interface PendingEntry {
   senderId: string;
   /** Queue order: the message's created_at in ms, increasing with seq in a conversation. */
   score: number;
+}
+
+const keyOf = (userId: string, deviceId: string) => `${userId}\u0000${deviceId}`;
+
+/** The distinct devices, in one fixed order. */
+function uniqueSorted(devices: readonly DeviceRef[]): DeviceRef[] {
+  const byKey = new Map(devices.map((device) => [keyOf(device.userId, device.deviceId), device]));
+  return [...byKey.keys()].sort().map((key) => byKey.get(key)!);
 }

@@ -4,7 +4,8 @@ import type { Socket } from 'socket.io';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
 import { DeviceDirectory } from '../devices/device-directory.service.js';
-import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
+import { DeviceSightings } from '../devices/device-sightings.service.js';
+import type { DeviceRef } from '../devices/devices.repository.js';
 import { DeliveryService } from '../messages/delivery.service.js';
 import { PresenceService } from '../presence/presence.service.js';
 import { CacheBus } from '../redis/cache-bus.service.js';
@@ -35,7 +36,7 @@ export class SessionService {
   private readonly opened = new Set<string>();
 
   constructor(
-    private readonly devices: DevicesRepository,
+    private readonly sightings: DeviceSightings,
     private readonly directory: DeviceDirectory,
     private readonly delivery: DeliveryService,
     private readonly realtime: RealtimeService,
@@ -53,12 +54,12 @@ export class SessionService {
   async open(socket: AppSocket): Promise<void> {
     const { userId, deviceId } = socket.data;
     await this.replaceOlderSockets(socket);
-    const isNew = await this.devices.touch(userId, deviceId);
+    const isNew = await this.sightings.seen({ userId, deviceId });
     if (isNew) {
       // A new device: it receives what is sent from now on (cursors at the current seqs).
       // Known devices already have theirs: member additions create them for every device.
       this.directory.changed(userId);
-      await this.devices.ensureCursors(userId, deviceId);
+      await this.sightings.giveCursors({ userId, deviceId });
     }
     const unacked = await this.delivery.prepare({ userId, deviceId }, isNew);
     await socket.join(rooms.user(userId));

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 
 import { AppConfig } from '../config/app-config.js';
+import { batchLoader } from '../common/batch-loader.js';
 import { MembershipRepository } from '../conversations/membership.repository.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import { PresenceRepository, type SocketPresence } from './presence.repository.js';
@@ -19,6 +20,10 @@ export class PresenceService implements OnModuleInit, OnModuleDestroy {
   private readonly instanceId = randomUUID();
   private readonly local = new Map<string, SocketPresence>();
   private timer?: NodeJS.Timeout;
+  /** A user's conversations, looked up for many users coming or going at once. */
+  private readonly conversationsOf = batchLoader<string, string[]>((userIds) =>
+    this.memberships.conversationIdsOf(userIds),
+  );
 
   constructor(
     private readonly presence: PresenceRepository,
@@ -80,7 +85,7 @@ export class PresenceService implements OnModuleInit, OnModuleDestroy {
   }
 
   private async broadcast(userId: string, status: 'online' | 'offline'): Promise<void> {
-    const conversationIds = await this.memberships.conversationIdsOf(userId);
+    const conversationIds = await this.conversationsOf.load(userId);
     for (const conversationId of conversationIds) {
       this.realtime.emitPresence(conversationId, { conversationId, userId, status });
     }
