@@ -56,6 +56,40 @@ describe('CryptoService', () => {
     aad = { conversationId, messageId: randomUUID(), seq: 42n, keyVersion: 1 };
   });
 
+  it('binds the documented associated data: length-prefixed domain and ids, then seq (u64) and key version (u32), big-endian', async () => {
+    const sodium = (await import('libsodium-wrappers')).default;
+    const lengthPrefixed = (value: string) => {
+      const bytes = Buffer.from(value, 'utf8');
+      const length = Buffer.alloc(4);
+      length.writeUInt32BE(bytes.length);
+      return Buffer.concat([length, bytes]);
+    };
+    const message = { conversationId: randomUUID(), messageId: 'é-not-a-uuid', seq: 2n ** 40n + 7n, keyVersion: 3 };
+    const seq = Buffer.alloc(8);
+    seq.writeBigUInt64BE(message.seq);
+    const keyVersion = Buffer.alloc(4);
+    keyVersion.writeUInt32BE(message.keyVersion);
+    const associated = Buffer.concat([
+      lengthPrefixed('messaging-service/message/v1'),
+      lengthPrefixed(message.conversationId),
+      lengthPrefixed(message.messageId),
+      seq,
+      keyVersion,
+    ]);
+    const nonce = randomBytes(24);
+    const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(body, associated, null, nonce, dataKey);
+
+    expect(crypto.open(dataKey, ciphertext, nonce, message)).toEqual(body);
+    const upper = { ...message, conversationId: message.conversationId.toUpperCase() };
+    expect(crypto.open(dataKey, ciphertext, nonce, upper)).toEqual(body);
+    const sealed = crypto.seal(dataKey, body, message);
+    expect(
+      Buffer.from(
+        sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, sealed.ciphertext, associated, sealed.nonce, dataKey),
+      ),
+    ).toEqual(Buffer.from(body));
+  });
+
   it('round-trips a message body', () => {
     const { ciphertext, nonce } = crypto.seal(dataKey, body, aad);
     expect(nonce).toHaveLength(24);

@@ -74,7 +74,6 @@ const DATA_KEY_DOMAIN = 'messaging-service/data-key/v1';
 const MESSAGE_DOMAIN = 'messaging-service/message/v1';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const utf8 = new TextEncoder();
 
 /**
  * Services encrypt data at rest with two key layers (envelope encryption):
@@ -320,34 +319,25 @@ function owned(bytes: Uint8Array): Bytes {
  * make the encoding injective: ("ab", "c") and ("a", "bc") differ.
  */
 function encodeAad(domain: string, fields: (string | { u32: number } | { u64: bigint })[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  const pushString = (value: string): void => {
-    const bytes = utf8.encode(value);
-    const length = new Uint8Array(4);
-    new DataView(length.buffer).setUint32(0, bytes.length);
-    parts.push(length, bytes);
-  };
-  pushString(domain);
+  let total = 4 + Buffer.byteLength(domain, 'utf8');
   for (const field of fields) {
-    if (typeof field === 'string') {
-      pushString(field);
-    } else if ('u32' in field) {
-      const bytes = new Uint8Array(4);
-      new DataView(bytes.buffer).setUint32(0, field.u32);
-      parts.push(bytes);
-    } else {
-      const bytes = new Uint8Array(8);
-      new DataView(bytes.buffer).setBigUint64(0, field.u64);
-      parts.push(bytes);
-    }
+    total += typeof field === 'string' ? 4 + Buffer.byteLength(field, 'utf8') : 'u32' in field ? 4 : 8;
   }
-  const out = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
+  // One buffer written in place: this runs for every message sealed or opened.
+  const out = Buffer.allocUnsafe(total);
+  let offset = writeLengthPrefixed(out, 0, domain);
+  for (const field of fields) {
+    if (typeof field === 'string') offset = writeLengthPrefixed(out, offset, field);
+    else if ('u32' in field) offset = out.writeUInt32BE(field.u32, offset);
+    else offset = out.writeBigUInt64BE(field.u64, offset);
   }
   return out;
+}
+
+function writeLengthPrefixed(out: Buffer, offset: number, value: string): number {
+  const length = out.write(value, offset + 4, 'utf8');
+  out.writeUInt32BE(length, offset);
+  return offset + 4 + length;
 }
 
 function checkUint32(name: string, value: number): void {
