@@ -26,14 +26,13 @@ export class DeliveryService {
 
   /** The oldest `limit` queued messages, without removing them. */
   async unacked(device: DeviceRef, limit: number): Promise<PageData> {
-    await this.queue.ensureSynced(device);
-    const refs = await this.queue.peek(device, limit);
+    const { refs, length } = await this.queue.peekSynced(device, limit);
     const { messages, missing, unreadable } = await this.messages.openByIds(refs.map((ref) => ref.messageId));
     // Entries whose message is gone (conversation deleted) or cannot be opened (corrupted
     // at rest, logged) can never be delivered: drop them so the rest of the queue flows.
-    await this.queue.discard(device, [...missing, ...unreadable]);
-    const length = await this.queue.length(device);
-    return { messages, hasMore: length > messages.length };
+    const undeliverable = [...missing, ...unreadable];
+    await this.queue.discard(device, undeliverable);
+    return { messages, hasMore: length - undeliverable.length > messages.length };
   }
 
   /** Removes ids from this device's queue; tells each sender's devices they were delivered. */

@@ -131,6 +131,27 @@ end
 return {1, redis.call('ZCARD', KEYS[3])}
 `;
 
+/**
+ * A device's oldest entries and its queue length, in one round trip, if the queue is in
+ * sync with PostgreSQL. KEYS: global epoch, device epoch, queue ZSET, entries HASH; ARGV:
+ * limit. Returns {0} when out of sync (or the global epoch is gone), else
+ * {1, length, id, entry, id, entry, ...} oldest first ('' for an id without its entry).
+ */
+const PEEK_SYNCED = `
+local epoch = redis.call('GET', KEYS[1])
+if not epoch or redis.call('GET', KEYS[2]) ~= epoch then return {0} end
+local ids = redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)
+local out = {1, redis.call('ZCARD', KEYS[3])}
+if #ids > 0 then
+  local entries = redis.call('HMGET', KEYS[4], unpack(ids))
+  for i = 1, #ids do
+    table.insert(out, ids[i])
+    table.insert(out, entries[i] or '')
+  end
+end
+return out
+`;
+
 export interface AckedEntry {
   messageId: string;
   conversationId: string;
@@ -164,6 +185,14 @@ declare module 'ioredis' {
       fresh: string,
       isNew: string,
     ): Result<[number, number | string], Context>;
+    /** keys global epoch, device epoch, z, m; args limit. */
+    mqPeekSynced(
+      epoch: string,
+      deviceEpoch: string,
+      z: string,
+      m: string,
+      limit: number,
+    ): Result<(number | string)[], Context>;
     /** keys z, m, hi; args convPrefix, then message ids. */
     mqAck(z: string, m: string, hi: string, ...args: string[]): Result<[string[], string[]], Context>;
   }
@@ -190,6 +219,7 @@ export class OfflineQueueRepository {
     this.redis.client.defineCommand('mqAck', { numberOfKeys: 3, lua: ACK });
     this.redis.client.defineCommand('mqEnqueueMany', { numberOfKeys: 0, lua: ENQUEUE_MANY });
     this.redis.client.defineCommand('mqSyncState', { numberOfKeys: 3, lua: SYNC_STATE });
+    this.redis.client.defineCommand('mqPeekSynced', { numberOfKeys: 4, lua: PEEK_SYNCED });
   }
 
   /**
@@ -278,14 +308,20 @@ export class OfflineQueueRepository {
     const ids = await this.redis.client.zrange(k.z, '0', String(limit - 1));
     if (ids.length === 0) return [];
     const entries = await this.redis.client.hmget(k.m, ...ids);
-    const refs: QueuedRef[] = [];
-    ids.forEach((messageId, index) => {
-      const entry = entries[index];
-      if (!entry) return;
-      const [conversationId, seq] = entry.split('|');
-      refs.push({ messageId, conversationId, seq: Number(seq) });
-    });
-    return refs;
+    return refsOf(ids.map((messageId, index) => [messageId, entries[index]]));
+  }
+
+  /**
+   * `peek` and `length` in one round trip, checked against the epoch as `syncState`
+   * does; null when the queue is not in sync (the caller rebuilds it first).
+   */
+  async peekIfSynced(device: DeviceRef, limit: number): Promise<{ refs: QueuedRef[]; length: number } | null> {
+    const k = keysOf(device);
+    const reply = await this.redis.client.mqPeekSynced(EPOCH_KEY, k.epoch, k.z, k.m, limit);
+    if (Number(reply[0]) !== 1) return null;
+    const pairs: [string, string | null][] = [];
+    for (let i = 2; i < reply.length; i += 2) pairs.push([String(reply[i]), String(reply[i + 1]) || null]);
+    return { refs: refsOf(pairs), length: Number(reply[1]) };
   }
 
   async contains(device: DeviceRef, messageId: string): Promise<boolean> {
@@ -335,4 +371,15 @@ export class OfflineQueueRepository {
   async setDeviceEpoch(device: DeviceRef, epoch: string): Promise<void> {
     await this.redis.client.set(keysOf(device).epoch, epoch);
   }
+}
+
+/** Queue entries ("conversationId|seq|senderId") as refs, skipping ids without one. */
+function refsOf(pairs: readonly [string, string | null][]): QueuedRef[] {
+  const refs: QueuedRef[] = [];
+  for (const [messageId, entry] of pairs) {
+    if (!entry) continue;
+    const [conversationId, seq] = entry.split('|');
+    refs.push({ messageId, conversationId, seq: Number(seq) });
+  }
+  return refs;
 }

@@ -136,8 +136,16 @@ export class OfflineQueueService {
     return this.queues.length(device);
   }
 
-  peek(device: DeviceRef, limit: number): Promise<QueuedRef[]> {
-    return this.queues.peek(device, limit);
+  /**
+   * The device's oldest `limit` entries and its queue length, rebuilt from PostgreSQL
+   * first if Redis lost it: one Redis round trip when the queue is in sync.
+   */
+  async peekSynced(device: DeviceRef, limit: number): Promise<{ refs: QueuedRef[]; length: number }> {
+    const synced = await this.queues.peekIfSynced(device, limit);
+    if (synced) return synced;
+    await this.ensureSynced(device);
+    const [refs, length] = await Promise.all([this.queues.peek(device, limit), this.queues.length(device)]);
+    return { refs, length };
   }
 
   /** Removes acked ids from this device's queue and moves its cursors forward. */

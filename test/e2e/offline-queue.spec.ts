@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { PageData, ReceiptPayload, SendData, WireMessage } from '../../src/realtime/realtime.types.js';
+import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, testEnvironment, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { startPrivateRedis } from '../support/databases.js';
@@ -122,6 +123,26 @@ describe('per-device offline queue', () => {
     const rest = await drain(again, 15);
     expect(rest.map((m) => m.seq)).toEqual(sent.slice(30, 70).map((m) => m.seq));
     expect(dataOf(await again.request<PageData>('get-unacked', {}))).toEqual({ messages: [], hasMore: false });
+  });
+
+  it('rebuilds a connected device’s queue when Redis loses it: get-unacked still pages through all of it, in order', async () => {
+    const alice = userId('alice');
+    const bob = userId('bob');
+    const conversationId = await createConversation(service, alice, [bob]);
+    (await client(bob, 'phone')).close();
+    const sender = await client(alice, 'phone');
+    const sent = await sendMany(sender, conversationId, 30);
+    const bobPhone = await client(bob, 'phone');
+    expect(bobPhone.session.unacked).toBe(30);
+
+    await service.app.get(RedisService).client.flushdb();
+
+    const first = dataOf(await bobPhone.request<PageData>('get-unacked', { limit: 10 }));
+    expect(first.messages).toEqual(sent.slice(0, 10));
+    expect(first.hasMore).toBe(true);
+    dataOf(await bobPhone.request('ack', { messageIds: first.messages.map((m) => m.id) }));
+    expect((await drain(bobPhone, 7)).map((m) => m.id)).toEqual(sent.slice(10).map((m) => m.id));
+    expect(dataOf(await bobPhone.request<PageData>('get-unacked', {}))).toEqual({ messages: [], hasMore: false });
   });
 
   it('removes every message acked the instant it arrives live: 200 acks, each acked 1, nothing left queued', async () => {
