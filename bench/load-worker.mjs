@@ -229,7 +229,16 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     if (inFlight === 0 && clock() >= stopAt) resolveIdle();
   };
 
-  const maybeComplete = (pair, record) => {
+  /** Marks one step of a message done (stored, delivered, acked) and counts it. */
+  const count = (record, step) => {
+    record[step] = true;
+    totals[step] += 1;
+    if (inWindow(clock())) windowed[step] += 1;
+  };
+
+  /** Counts a step; the message is done once it is stored and acked. */
+  const stepDone = (pair, record, step) => {
+    count(record, step);
     if (record.stored && record.acked) settle(pair, record, false);
   };
 
@@ -248,12 +257,7 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
       sentAt,
       timeoutMs,
       errors,
-      () => {
-        record.stored = true;
-        totals.stored += 1;
-        if (inWindow(clock())) windowed.stored += 1;
-        maybeComplete(pair, record);
-      },
+      () => stepDone(pair, record, 'stored'),
       () => settle(pair, record, true),
     );
   };
@@ -270,21 +274,14 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     pair.receiverSocket.on('message', (message) => {
       const record = pair.records.get(message.clientMsgId);
       if (!record || record.delivered) return;
-      record.delivered = true;
-      totals.delivered += 1;
-      if (inWindow(clock())) windowed.delivered += 1;
+      count(record, 'delivered');
       emitCounted(
         pair.receiverSocket,
         'ack',
         { messageIds: [message.id] },
         timeoutMs,
         errors,
-        () => {
-          record.acked = true;
-          totals.acked += 1;
-          if (inWindow(clock())) windowed.acked += 1;
-          maybeComplete(pair, record);
-        },
+        () => stepDone(pair, record, 'acked'),
         () => settle(pair, record, true),
       );
     });

@@ -1,4 +1,6 @@
 import { generateKeyPairSync, createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
@@ -161,5 +163,29 @@ describe('TokenVerifier, claims and headers', () => {
     await expect(strict.verify(await hs256({ sub: 'a', exp: now() + 60, iss: 'https://evil' }))).rejects.toThrow(
       'token claim "iss" is not valid',
     );
+  });
+});
+
+describe('TokenVerifier with a JWKS URL', () => {
+  it('accepts a token signed by a key of the set, refuses one signed by another key', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    const other = generateKeyPairSync('ed25519');
+    const jwks = { keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'EdDSA', use: 'sig' }] };
+    const server = createServer((_request, response) => {
+      response.setHeader('content-type', 'application/json');
+      response.end(JSON.stringify(jwks));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
+      const remote = new TokenVerifier(parseEnv({ ...baseEnv, JWT_JWKS_URL: url }));
+      const sign = (key: typeof privateKey) =>
+        new SignJWT({ sub: 'a', exp: now() + 60 }).setProtectedHeader({ alg: 'EdDSA', kid: 'k1' }).sign(key);
+
+      expect(await codeOf(remote.verify(await sign(privateKey)))).toBe('accepted');
+      expect(await codeOf(remote.verify(await sign(other.privateKey)))).toBe('unauthorized');
+    } finally {
+      server.close();
+    }
   });
 });

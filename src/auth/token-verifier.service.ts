@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 
 import { Injectable } from '@nestjs/common';
 import { createVerifier, TokenError, type Algorithm } from 'fast-jwt';
-import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload } from 'jose';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
@@ -36,10 +36,10 @@ const REQUIRED_CLAIMS = ['exp', 'sub'];
  */
 @Injectable()
 export class TokenVerifier {
-  private readonly verifyLocally?: (token: string) => JWTPayload;
-  private readonly remoteKeys?: JWTVerifyGetKey;
+  /** Checks signature and claims; synchronous for a local key, a promise for a JWKS. */
+  private readonly check: (token: string) => JWTPayload | Promise<JWTPayload>;
 
-  constructor(private readonly config: AppConfig) {
+  constructor(config: AppConfig) {
     const { key: source, issuer, audience, clockToleranceSec } = config.jwt;
     const options = {
       // fast-jwt checks iss/aud only when present: a configured one must be there.
@@ -51,19 +51,25 @@ export class TokenVerifier {
     };
     switch (source.kind) {
       case 'secret':
-        this.verifyLocally = createVerifier({ ...options, key: Buffer.from(source.secret), algorithms: ['HS256'] });
+        this.check = createVerifier({ ...options, key: Buffer.from(source.secret), algorithms: ['HS256'] });
         break;
       case 'publicKey': {
         const algorithm = algorithmOf(createPublicKey(source.pem));
-        this.verifyLocally = createVerifier({ ...options, key: source.pem, algorithms: [algorithm] });
+        this.check = createVerifier({ ...options, key: source.pem, algorithms: [algorithm] });
         break;
       }
-      case 'jwks':
-        this.remoteKeys = createRemoteJWKSet(new URL(source.url), {
-          cooldownDuration: 30_000,
-          cacheMaxAge: 10 * 60_000,
-        });
+      case 'jwks': {
+        const keys = createRemoteJWKSet(new URL(source.url), { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+        const jwksOptions = {
+          algorithms: ASYMMETRIC_ALGORITHMS,
+          requiredClaims: REQUIRED_CLAIMS,
+          issuer,
+          audience,
+          clockTolerance: clockToleranceSec,
+        };
+        this.check = async (token) => (await jwtVerify(token, keys, jwksOptions)).payload;
         break;
+      }
     }
   }
 
@@ -74,12 +80,9 @@ export class TokenVerifier {
     if (token.length > MAX_TOKEN_LENGTH) throw new AppError(ErrorCode.Unauthorized, 'token is malformed');
     let payload: JWTPayload;
     try {
-      payload = this.verifyLocally ? this.verifyLocally(token) : await this.verifyRemotely(token);
+      payload = await this.check(token);
     } catch (error) {
       throw toAuthError(error);
-    }
-    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-      throw new AppError(ErrorCode.Unauthorized, 'token is malformed');
     }
     if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 128) {
       throw new AppError(ErrorCode.Unauthorized, 'token has no valid sub');
@@ -92,18 +95,6 @@ export class TokenVerifier {
       scopes,
       expiresAt: new Date(payload.exp * 1000),
     };
-  }
-
-  private async verifyRemotely(token: string): Promise<JWTPayload> {
-    const { issuer, audience, clockToleranceSec } = this.config.jwt;
-    const { payload } = await jwtVerify(token, this.remoteKeys!, {
-      algorithms: ASYMMETRIC_ALGORITHMS,
-      requiredClaims: REQUIRED_CLAIMS,
-      issuer,
-      audience,
-      clockTolerance: clockToleranceSec,
-    });
-    return payload;
   }
 }
 
