@@ -14,7 +14,7 @@ export default defineConfig({
         plugins,
         test: {
           name: 'unit',
-          include: ['src/**/*.spec.ts'],
+          include: ['src/**/*.spec.ts', 'client/src/**/*.spec.ts'],
           environment: 'node',
         },
       },

@@ -1,4 +1,6 @@
-/** The error codes of the wire contract (PROTOCOL.md section 3). */
+import type { ErrorCode as WireErrorCode } from '@messaging-service/client/protocol';
+
+/** The error codes of the wire contract (PROTOCOL.md section 3), typed by the shared protocol. */
 export const ErrorCode = {
   BadRequest: 'bad_request',
   Unauthorized: 'unauthorized',
@@ -6,14 +8,17 @@ export const ErrorCode = {
   Forbidden: 'forbidden',
   NotFound: 'not_found',
   Conflict: 'conflict',
+  DevicesChanged: 'devices_changed',
   PayloadTooLarge: 'payload_too_large',
   RateLimited: 'rate_limited',
   UnknownEvent: 'unknown_event',
   SessionReplaced: 'session_replaced',
   Unavailable: 'unavailable',
   Internal: 'internal',
-} as const;
+} as const satisfies Record<string, WireErrorCode>;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+// Every wire code has a name above: a code added to the protocol breaks this line until it does.
+const _everyWireCodeNamed: [WireErrorCode] extends [ErrorCode] ? true : never = true;
 
 /** HTTP status for each code; codes that only exist on sockets have none. */
 export const HTTP_STATUS_BY_CODE: Record<ErrorCode, number> = {
@@ -23,6 +28,7 @@ export const HTTP_STATUS_BY_CODE: Record<ErrorCode, number> = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  devices_changed: 409,
   payload_too_large: 413,
   rate_limited: 429,
   unknown_event: 400,

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 
+import type { RequestOf } from '@messaging-service/client/protocol';
+
 import { AppError, ErrorCode } from '../common/app-error.js';
 
 /** Schemas of the client events, one per event (PROTOCOL.md section 1). */
@@ -99,3 +101,30 @@ export function parsePayload<T>(schema: z.ZodType<T>, payload: unknown): T {
     problems,
   });
 }
+
+// The schemas and the shared event map must not drift: each schema's output type is the
+// event's request type, both ways, or the build fails here.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _schemasMatchTheProtocol: {
+  join: Same<z.infer<typeof conversationRefSchema>, RequestOf<'join'>>;
+  leave: Same<z.infer<typeof conversationRefSchema>, RequestOf<'leave'>>;
+  send: Same<z.infer<typeof sendSchema>, RequestOf<'send'>>;
+  typing: Same<z.infer<typeof typingSchema>, RequestOf<'typing'>>;
+  ack: Same<z.infer<ReturnType<typeof ackSchema>>, RequestOf<'ack'>>;
+  getUnacked: Same<z.infer<ReturnType<typeof getUnackedSchema>>, RequestOf<'get-unacked'>>;
+  read: Same<z.infer<typeof readSchema>, RequestOf<'read'>>;
+  history: Same<z.infer<typeof historySchema>, RequestOf<'history'>>;
+  auth: Same<z.infer<typeof authSchema>, RequestOf<'auth'>>;
+  ping: Same<z.infer<typeof pingSchema>, RequestOf<'ping'>>;
+} = {
+  join: true,
+  leave: true,
+  send: true,
+  typing: true,
+  ack: true,
+  getUnacked: true,
+  read: true,
+  history: true,
+  auth: true,
+  ping: true,
+};

@@ -4,7 +4,7 @@ import { AppError, ErrorCode } from '../common/app-error.js';
 import { toPublicError } from '../common/error-mapping.js';
 import { MetricsService } from '../health/metrics.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
-import type { ClientToServerEvents, Reply } from '../realtime/realtime.types.js';
+import type { ClientToServerEvents, Reply } from '@messaging-service/client/protocol';
 import { RateLimitsService } from './rate-limits.service.js';
 import type { AppSocket } from './session.service.js';
 

@@ -12,13 +12,8 @@ import { CacheBus } from '../redis/cache-bus.service.js';
 import { TypingService } from '../presence/typing.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
-import {
-  rooms,
-  type ClientToServerEvents,
-  type ServerToClientEvents,
-  type SessionPayload,
-  type SocketData,
-} from '../realtime/realtime.types.js';
+import { rooms, type SocketData } from '../realtime/realtime.types.js';
+import type { ClientToServerEvents, ServerToClientEvents, SessionPayload } from '@messaging-service/client/protocol';
 
 export type AppSocket = Socket<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;
 

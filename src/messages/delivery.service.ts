@@ -3,7 +3,7 @@ import { Injectable } from '@nestjs/common';
 import type { DeviceRef } from '../devices/devices.repository.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
-import type { PageData, ReceiptPayload } from '../realtime/realtime.types.js';
+import type { PageData, ReceiptPayload } from '@messaging-service/client/protocol';
 import { MessagesService } from './messages.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
 

@@ -6,7 +6,7 @@ import { MessagingMetrics } from './messaging.metrics.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { PushService } from '../push/push.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
-import type { WireMessage } from '../realtime/realtime.types.js';
+import type { WireMessage } from '@messaging-service/client/protocol';
 import type { DeviceRef } from '../devices/devices.repository.js';
 import type { Sender } from './messages.service.js';
 import { OrderedEmitter } from './ordered-emitter.js';

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 
 import { CryptoService } from '../crypto/crypto.service.js';
-import type { WireMessage } from '../realtime/realtime.types.js';
+import type { WireMessage } from '@messaging-service/client/protocol';
 import type { StoredMessage } from './messages.repository.js';
 
 /** A conversation's key material, as read with the conversation or the message. */

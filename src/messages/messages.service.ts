@@ -6,7 +6,7 @@ import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
 import { MembershipService } from '../conversations/membership.service.js';
 import type { ConversationAccess } from '../conversations/conversations.repository.js';
-import type { SendData, WireMessage } from '../realtime/realtime.types.js';
+import type { SendData, WireMessage } from '@messaging-service/client/protocol';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec, type ConversationKey } from './message.codec.js';
 import {

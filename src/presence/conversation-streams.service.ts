@@ -3,7 +3,8 @@ import type { Socket } from 'socket.io';
 
 import { MembershipService } from '../conversations/membership.service.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
-import { rooms, type JoinData } from '../realtime/realtime.types.js';
+import { rooms } from '../realtime/realtime.types.js';
+import type { JoinData } from '@messaging-service/client/protocol';
 import { PresenceService } from './presence.service.js';
 import { TypingService } from './typing.service.js';
 

@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@ne
 
 import { AppConfig } from '../config/app-config.js';
 import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
-import type { WireMessage } from '../realtime/realtime.types.js';
+import type { WireMessage } from '@messaging-service/client/protocol';
 import { ApnsClient } from './apns.client.js';
 import { PushDeliveryService } from './push-delivery.service.js';
 import { PushAttemptError, PushJobsRepository, type PushAttempt } from './push-jobs.repository.js';

@@ -4,7 +4,7 @@ import { SignJWT, UnsecuredJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 import { io } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { SendData, SessionPayload, WireError } from '../../src/realtime/realtime.types.js';
+import type { SendData, SessionPayload, WireError } from '@messaging-service/client/protocol';
 import { startTestApp, TEST_JWT_SECRET, type TestApp } from '../support/app.js';
 import {
   connect,

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { PageData, ReceiptPayload, SendData, WireMessage } from '../../src/realtime/realtime.types.js';
+import type { PageData, ReceiptPayload, SendData, WireMessage } from '@messaging-service/client/protocol';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, testEnvironment, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';

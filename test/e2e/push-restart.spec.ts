@@ -8,7 +8,7 @@ import { DevicesRepository } from '../../src/devices/devices.repository.js';
 import { pushJobId } from '../../src/push/push-jobs.repository.js';
 import { PUSH_QUEUE_NAME, PUSH_QUEUE_PREFIX } from '../../src/push/push.options.js';
 import type { ApnsPayload } from '../../src/push/push.payload.js';
-import type { SendData } from '../../src/realtime/realtime.types.js';
+import type { SendData } from '@messaging-service/client/protocol';
 import {
   deviceToken,
   startAppWithApns,

@@ -9,7 +9,7 @@ import { DeviceRegistrationService } from '../../src/devices/device-registration
 import { pushJobId } from '../../src/push/push-jobs.repository.js';
 import { PUSH_QUEUE_NAME, PUSH_QUEUE_PREFIX } from '../../src/push/push.options.js';
 import type { ApnsPayload } from '../../src/push/push.payload.js';
-import type { SendData, WireMessage } from '../../src/realtime/realtime.types.js';
+import type { SendData, WireMessage } from '@messaging-service/client/protocol';
 import {
   APNS_TEST_TOPIC,
   deviceToken,

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { conversationListReply, conversationReply } from '../../src/conversations/conversations.schemas.js';
 import { RealtimeService } from '../../src/realtime/realtime.service.js';
-import { rooms, type ReceiptPayload } from '../../src/realtime/realtime.types.js';
+import { rooms } from '../../src/realtime/realtime.types.js';
+import type { ReceiptPayload } from '@messaging-service/client/protocol';
 import { httpCall, type HttpReply } from '../support/http.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, mintToken, type TestClient } from '../support/clients.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { deviceKeysReply, deviceReply } from '../../src/devices/devices.schemas.js';
-import type { PageData } from '../../src/realtime/realtime.types.js';
+import type { PageData } from '@messaging-service/client/protocol';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { httpCall, type HttpReply } from '../support/http.js';
 import { startTestApp, type TestApp } from '../support/app.js';

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { historyReply, sendReply } from '../../src/messages/messages.schemas.js';
-import type { PageData } from '../../src/realtime/realtime.types.js';
+import type { PageData } from '@messaging-service/client/protocol';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, mintToken, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';

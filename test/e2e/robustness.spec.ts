@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ErrorCode } from '../../src/common/app-error.js';
 import { RealtimeService } from '../../src/realtime/realtime.service.js';
-import type { SendData, WireMessage } from '../../src/realtime/realtime.types.js';
+import type { SendData, WireMessage } from '@messaging-service/client/protocol';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, mintToken, type ClientSocket, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { PageData, SendData, WireError } from '../../src/realtime/realtime.types.js';
+import type { PageData, SendData, WireError } from '@messaging-service/client/protocol';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { JoinData, PresencePayload, ReceiptPayload, TypingPayload } from '../../src/realtime/realtime.types.js';
+import type { JoinData, PresencePayload, ReceiptPayload, TypingPayload } from '@messaging-service/client/protocol';
 import { CacheBus } from '../../src/redis/cache-bus.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';

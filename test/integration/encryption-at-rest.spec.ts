@@ -10,7 +10,7 @@ import { CryptoError, CryptoErrorReason } from '../../src/crypto/crypto.errors.j
 import { CryptoService } from '../../src/crypto/crypto.service.js';
 import { KeyRotationService } from '../../src/crypto/key-rotation.service.js';
 import { MessagesService } from '../../src/messages/messages.service.js';
-import type { PageData, Reply, SendData, WireMessage } from '../../src/realtime/realtime.types.js';
+import type { PageData, Reply, SendData, WireMessage } from '@messaging-service/client/protocol';
 import { startTestApp, TEST_ENCRYPTION_KEYS, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';

@@ -1,13 +1,7 @@
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
 
-import type {
-  ClientToServerEvents,
-  Reply,
-  ServerToClientEvents,
-  SessionPayload,
-  WireMessage,
-} from '../../src/realtime/realtime.types.js';
+import type { ClientToServerEvents, Reply, ServerToClientEvents, SessionPayload, WireMessage } from '@messaging-service/client/protocol';
 import { TEST_JWT_SECRET } from './app.js';
 
 export type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;

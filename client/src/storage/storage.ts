@@ -1,0 +1,52 @@
+/**
+ * What the SDK keeps between runs: the outbox (sends not yet stored by the service) and,
+ * per conversation, the highest seq it emitted (what makes "at most once" hold across
+ * restarts). Apps may implement it over their own store (React Native: SQLite, MMKV…).
+ *
+ * The SDK calls these one at a time, never concurrently, in the order it needs them to
+ * take effect; each promise resolves once the change is durable (for a durable store).
+ *
+ * @example
+ *   const storage: ClientStorage = {
+ *     async load() { return { outbox: await db.allPending(), highWater: await db.marks() }; },
+ *     async putOutbox(entries) { await db.upsertPending(entries); },
+ *     async deleteOutbox(ids) { await db.deletePending(ids); },
+ *     async setHighWater(marks) { await db.upsertMarks(marks); },
+ *   };
+ */
+export interface ClientStorage {
+  /** Everything stored: the outbox oldest first (by `order`), and the high-water marks. */
+  load(): Promise<StoredState>;
+  /** Inserts or replaces entries by `clientMsgId`; durable when the promise resolves. */
+  putOutbox(entries: StoredSend[]): Promise<void>;
+  /** Removes entries; ids that are not there are ignored. */
+  deleteOutbox(clientMsgIds: string[]): Promise<void>;
+  /** Raises each conversation's mark to the given seq (a lower value never lowers it). */
+  setHighWater(marks: Record<string, number>): Promise<void>;
+  /** Releases what the storage holds open (file handles, database connections). */
+  close?(): Promise<void>;
+}
+
+export interface StoredState {
+  outbox: StoredSend[];
+  highWater: Record<string, number>;
+}
+
+/** A pending send as `client.outbox()` lists it. */
+export interface OutboxEntry {
+  clientMsgId: string;
+  conversationId: string;
+  /** When `send` was called, ISO-8601. */
+  createdAt: string;
+  /** How many times it went on the wire. */
+  attempts: number;
+}
+
+/** A pending send as the storage keeps it: enough to send it again after a restart. */
+export interface StoredSend extends OutboxEntry {
+  /** Orders the outbox across restarts: strictly increasing in the order `send` was called. */
+  order: number;
+  body?: string;
+  ciphertext?: string;
+  contentType?: string;
+}
