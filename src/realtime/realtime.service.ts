@@ -2,7 +2,15 @@ import { Injectable } from '@nestjs/common';
 import type { Namespace } from 'socket.io';
 
 import type { SocketData } from './realtime.types.js';
-import type { ClientToServerEvents, MembershipPayload, PresencePayload, ReceiptPayload, ServerToClientEvents, TypingPayload, WireMessage } from '@messaging-service/client/protocol';
+import type {
+  ClientToServerEvents,
+  MembershipPayload,
+  PresencePayload,
+  ReceiptPayload,
+  ServerToClientEvents,
+  TypingPayload,
+  WireMessage,
+} from '@messaging-service/client/protocol';
 import { rooms } from './realtime.types.js';
 
 export type RealtimeNamespace = Namespace<

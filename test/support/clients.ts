@@ -1,7 +1,13 @@
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
 
-import type { ClientToServerEvents, Reply, ServerToClientEvents, SessionPayload, WireMessage } from '@messaging-service/client/protocol';
+import type {
+  ClientToServerEvents,
+  Reply,
+  ServerToClientEvents,
+  SessionPayload,
+  WireMessage,
+} from '@messaging-service/client/protocol';
 import { TEST_JWT_SECRET } from './app.js';
 
 export type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
