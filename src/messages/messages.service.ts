@@ -16,6 +16,7 @@ import {
   type SealedMessage,
   type StoredMessage,
 } from './messages.repository.js';
+import { ArrivalOrder } from './arrival-order.js';
 import { SendBatcher, type SendOutcome } from './send-batcher.js';
 import { OrderedEmitter } from './ordered-emitter.js';
 
@@ -65,6 +66,7 @@ const keyOfSealed = (row: SealedMessage): ConversationKey => ({
 @Injectable()
 export class MessagesService {
   private readonly logger = new Logger(MessagesService.name);
+  private readonly arrivalOrder = new ArrivalOrder();
 
   constructor(
     private readonly membership: MembershipService,
@@ -78,25 +80,36 @@ export class MessagesService {
 
   /** Stores a message durably, then fans it out. Resending a clientMsgId returns the original. */
   async send(sender: Sender, input: SendInput): Promise<SendData> {
-    const access = await this.membership.requireMember(input.conversationId, sender.userId);
-    const content = this.contentFor(access, input);
-    const key = keyOf(access);
-    const message: NewMessage = {
-      id: randomUUID(),
-      conversationId: access.id,
-      senderId: sender.userId,
-      senderDeviceId: sender.deviceId,
-      clientMsgId: input.clientMsgId,
-      contentType: input.contentType ?? 'text/plain',
-    };
+    // One connection's sends into one conversation join the store's queue in arrival order.
+    const orderKey = `${sender.socketId ?? `${sender.userId}\n${sender.deviceId}`}\n${input.conversationId}`;
+    const { message, key, content, submitted } = await this.arrivalOrder.run(
+      orderKey,
+      async () => {
+        const access = await this.membership.requireMember(input.conversationId, sender.userId);
+        const content = this.contentFor(access, input);
+        const message: NewMessage = {
+          id: randomUUID(),
+          conversationId: access.id,
+          senderId: sender.userId,
+          senderDeviceId: sender.deviceId,
+          clientMsgId: input.clientMsgId,
+          contentType: input.contentType ?? 'text/plain',
+        };
+        return { message, key: keyOf(access), content };
+      },
+      (prepared) => ({
+        ...prepared,
+        // Sealed with the key read in the storing transaction, never a cached one.
+        submitted: this.batcher.submit({
+          message: prepared.message,
+          seal: (seq, stored) => this.codec.seal(stored, prepared.message.id, seq, prepared.content),
+        }),
+      }),
+    );
 
     let outcome: SendOutcome;
     try {
-      // Sealed with the key read in the storing transaction, never a cached one.
-      outcome = await this.batcher.submit({
-        message,
-        seal: (seq, stored) => this.codec.seal(stored, message.id, seq, content),
-      });
+      outcome = await submitted;
     } catch (error) {
       if (!(error instanceof BatchConflict)) throw error;
       outcome = await this.storeAlone(message, key, content);

@@ -1,0 +1,275 @@
+import { ClientError, PERMANENT_SEND_ERRORS } from './errors.js';
+import type { Reply, SendData, SendPayload, WireMessage } from './protocol.js';
+import type { StorageWriter } from './storage-writer.js';
+import type { StoredSend } from './storage/storage.js';
+
+export interface OutboxDeps {
+  writer: StorageWriter;
+  /** Puts a send on the current socket, or returns false when there is none. `reply` is called at most once. */
+  transmit(payload: SendPayload, reply: (reply: Reply<SendData>) => void): boolean;
+  /** Whether a socket is up (a send persisted while it is will go out at once). */
+  connected(): boolean;
+  sendTimeoutMs: number;
+  /** Delay before retrying after the n-th transient failure in a row (n from 0): the reconnect backoff. */
+  retryDelay(failures: number): number;
+  /** Each stored own message, so the receiving side counts its seq as seen. */
+  onStored(message: WireMessage): void;
+  onError(error: ClientError): void;
+}
+
+export interface OutboxCounters {
+  sent: number;
+  resent: number;
+}
+
+/** Most sends of one conversation on the wire at once; the rest wait for replies. */
+const MAX_IN_FLIGHT_PER_CONVERSATION = 256;
+
+interface Pending {
+  entry: StoredSend;
+  /** False until the entry is durable in the storage: nothing goes on the wire before. */
+  persisted: boolean;
+  /** Written with attempts: 1 because it was to go out right after the write (see send). */
+  precounted: boolean;
+  /** Token of the attempt on the wire; 0 when not on the wire. */
+  attempt: number;
+  /** Transient failures in a row (backoff). */
+  failures: number;
+  timer?: ReturnType<typeof setTimeout>;
+  settle?: { resolve(message: WireMessage): void; reject(error: ClientError): void };
+  done: boolean;
+}
+
+interface Lane {
+  items: Pending[];
+  inFlight: number;
+  pausedUntil: number;
+  pauseTimer?: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * The sending side (SDK.md "Sending"): each send is written to the storage before it goes
+ * on the wire, pipelined per conversation in call order, resent with the same
+ * `clientMsgId` after a timeout, a transient error, a reconnect or a restart, and removed
+ * once a reply says it is stored. After a resend the whole tail of the conversation goes
+ * again in its original order, so a retried send never overtakes the ones after it.
+ */
+export class Outbox {
+  readonly counters: OutboxCounters = { sent: 0, resent: 0 };
+  private readonly lanes = new Map<string, Lane>();
+  private readonly byId = new Map<string, Pending>();
+  private nextOrder = 1;
+  private nextAttempt = 1;
+  private closed = false;
+
+  constructor(private readonly deps: OutboxDeps) {}
+
+  /** Takes back what a previous client on the same storage left unsent. */
+  restore(entries: StoredSend[]): void {
+    for (const entry of [...entries].sort((a, b) => a.order - b.order)) {
+      if (this.byId.has(entry.clientMsgId)) continue;
+      this.nextOrder = Math.max(this.nextOrder, entry.order + 1);
+      this.add({ entry, persisted: true, precounted: false, attempt: 0, failures: 0, done: false });
+    }
+  }
+
+  get depth(): number {
+    return this.byId.size;
+  }
+
+  send(entry: Omit<StoredSend, 'order' | 'attempts' | 'createdAt'>): Promise<WireMessage> {
+    if (this.closed) return Promise.reject(new ClientError('closed', 'the client is closed'));
+    const existing = this.byId.get(entry.clientMsgId);
+    if (existing) return this.promiseOf(existing);
+    // Counted as on the wire already when it will go out right after the write, which
+    // spares a second write only to say so.
+    const attempts = this.deps.connected() ? 1 : 0;
+    const pending: Pending = {
+      entry: { ...entry, order: this.nextOrder++, createdAt: new Date().toISOString(), attempts },
+      persisted: false,
+      precounted: attempts === 1,
+      attempt: 0,
+      failures: 0,
+      done: false,
+    };
+    const result = this.promiseOf(pending);
+    this.add(pending);
+    this.deps.writer.put({ ...pending.entry }).then(
+      () => {
+        pending.persisted = true;
+        this.pump(this.laneOf(pending));
+      },
+      (error: unknown) =>
+        this.finish(pending, undefined, ClientError.from(error, 'storage_error'), /* keepInStorage */ true),
+    );
+    return result;
+  }
+
+  /** Sends whatever can go: called when a socket comes up. */
+  pumpAll(): void {
+    for (const lane of this.lanes.values()) this.pump(lane);
+  }
+
+  /** The socket went away: nothing is on the wire any more; everything goes again on the next one. */
+  disconnected(): void {
+    for (const lane of this.lanes.values()) {
+      lane.inFlight = 0;
+      for (const pending of lane.items) this.offWire(pending);
+    }
+  }
+
+  /** Stops: pending sends stay in the storage for the next client; their promises reject. */
+  close(): void {
+    this.closed = true;
+    for (const lane of this.lanes.values()) clearTimeout(lane.pauseTimer);
+    for (const pending of [...this.byId.values()]) {
+      this.offWire(pending);
+      pending.done = true;
+      pending.settle?.reject(
+        new ClientError('closed', 'the client closed before the send was stored; it stays in the outbox'),
+      );
+    }
+    this.byId.clear();
+    this.lanes.clear();
+  }
+
+  private add(pending: Pending): void {
+    this.byId.set(pending.entry.clientMsgId, pending);
+    this.laneOf(pending).items.push(pending);
+  }
+
+  private promiseOf(pending: Pending): Promise<WireMessage> {
+    return new Promise<WireMessage>((resolve, reject) => {
+      const previous = pending.settle;
+      pending.settle = {
+        resolve: (message) => {
+          previous?.resolve(message);
+          resolve(message);
+        },
+        reject: (error) => {
+          previous?.reject(error);
+          reject(error);
+        },
+      };
+    });
+  }
+
+  private laneOf(pending: Pending): Lane {
+    const id = pending.entry.conversationId;
+    let lane = this.lanes.get(id);
+    if (!lane) this.lanes.set(id, (lane = { items: [], inFlight: 0, pausedUntil: 0 }));
+    return lane;
+  }
+
+  private pump(lane: Lane): void {
+    if (this.closed || !this.deps.connected()) return;
+    const wait = lane.pausedUntil - Date.now();
+    if (wait > 0) {
+      lane.pauseTimer ??= setTimeout(() => {
+        lane.pauseTimer = undefined;
+        this.pump(lane);
+      }, wait);
+      return;
+    }
+    for (const pending of lane.items) {
+      // Order: nothing overtakes an entry that is not durable yet.
+      if (!pending.persisted) return;
+      if (pending.attempt !== 0) continue;
+      if (lane.inFlight >= MAX_IN_FLIGHT_PER_CONVERSATION) return;
+      if (!this.transmit(lane, pending)) return;
+    }
+  }
+
+  private transmit(lane: Lane, pending: Pending): boolean {
+    const { entry } = pending;
+    const attempt = this.nextAttempt++;
+    const payload: SendPayload = { conversationId: entry.conversationId, clientMsgId: entry.clientMsgId };
+    if (entry.body !== undefined) payload.body = entry.body;
+    if (entry.ciphertext !== undefined) payload.ciphertext = entry.ciphertext;
+    if (entry.contentType !== undefined) payload.contentType = entry.contentType;
+    if (!this.deps.transmit(payload, (reply) => this.onReply(pending, attempt, reply))) return false;
+    pending.attempt = attempt;
+    lane.inFlight++;
+    pending.timer = setTimeout(() => this.onTimeout(pending, attempt), this.deps.sendTimeoutMs);
+    if (pending.precounted) {
+      pending.precounted = false;
+      this.counters.sent++;
+      return true;
+    }
+    entry.attempts++;
+    if (entry.attempts === 1) this.counters.sent++;
+    else this.counters.resent++;
+    // Attempts are informational (client.outbox()): this write is not waited for.
+    this.deps.writer
+      .put({ ...entry })
+      .catch((error: unknown) => this.deps.onError(ClientError.from(error, 'storage_error')));
+    return true;
+  }
+
+  private onReply(pending: Pending, attempt: number, reply: Reply<SendData>): void {
+    if (pending.done) return;
+    if (reply.ok) {
+      this.finish(pending, reply.data.message);
+      return;
+    }
+    const { code, message, details } = reply.error;
+    if (PERMANENT_SEND_ERRORS.has(code)) {
+      this.finish(pending, undefined, new ClientError(code, message, details));
+      return;
+    }
+    // A transient failure of an attempt since replaced: the newer attempt decides.
+    if (pending.attempt !== attempt) return;
+    const lane = this.laneOf(pending);
+    const delay =
+      code === 'rate_limited' ? Number(details?.retryAfterMs ?? 1000) : this.deps.retryDelay(pending.failures++);
+    lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + delay);
+    this.requeueFrom(lane, pending);
+    this.pump(lane);
+  }
+
+  private onTimeout(pending: Pending, attempt: number): void {
+    if (pending.done || pending.attempt !== attempt) return;
+    const lane = this.laneOf(pending);
+    this.requeueFrom(lane, pending);
+    this.pump(lane);
+  }
+
+  /** Takes `pending` and every later entry of its conversation off the wire, to go again in order. */
+  private requeueFrom(lane: Lane, pending: Pending): void {
+    const start = lane.items.indexOf(pending);
+    if (start < 0) return;
+    for (const later of lane.items.slice(start)) {
+      if (later.attempt !== 0) lane.inFlight--;
+      this.offWire(later);
+    }
+  }
+
+  private offWire(pending: Pending): void {
+    clearTimeout(pending.timer);
+    pending.timer = undefined;
+    pending.attempt = 0;
+  }
+
+  private finish(pending: Pending, message?: WireMessage, error?: ClientError, keepInStorage = false): void {
+    if (pending.done) return;
+    if (pending.attempt !== 0) this.laneOf(pending).inFlight--;
+    this.offWire(pending);
+    pending.done = true;
+    this.byId.delete(pending.entry.clientMsgId);
+    const lane = this.laneOf(pending);
+    lane.items.splice(lane.items.indexOf(pending), 1);
+    if (!keepInStorage) this.deps.writer.delete(pending.entry.clientMsgId);
+    if (message) {
+      this.deps.onStored(message);
+      pending.settle?.resolve(message);
+    } else {
+      pending.settle?.reject(error ?? new ClientError('internal', 'send failed'));
+    }
+    if (lane.items.length === 0) {
+      clearTimeout(lane.pauseTimer);
+      this.lanes.delete(pending.entry.conversationId);
+    } else {
+      this.pump(lane);
+    }
+  }
+}

@@ -1,0 +1,36 @@
+import type { ClientStorage, StoredSend } from './storage.js';
+
+/**
+ * A storage that lives as long as the process: the default. Pending sends and the
+ * "already emitted" marks are lost on restart, so it suits tests and short-lived scripts.
+ *
+ * @example
+ *   const client = new MessagingClient({ url, deviceId, token, storage: memoryStorage() });
+ */
+export function memoryStorage(): ClientStorage {
+  const outbox = new Map<string, StoredSend>();
+  const highWater = new Map<string, number>();
+
+  // Entries are copied in and out so that a caller mutating its objects (attempts++)
+  // changes the store only through putOutbox, as with a durable storage.
+  return {
+    load() {
+      const entries = [...outbox.values()].map((entry) => ({ ...entry })).sort((a, b) => a.order - b.order);
+      return Promise.resolve({ outbox: entries, highWater: Object.fromEntries(highWater) });
+    },
+    putOutbox(entries) {
+      for (const entry of entries) outbox.set(entry.clientMsgId, { ...entry });
+      return Promise.resolve();
+    },
+    deleteOutbox(clientMsgIds) {
+      for (const id of clientMsgIds) outbox.delete(id);
+      return Promise.resolve();
+    },
+    setHighWater(marks) {
+      for (const [conversationId, seq] of Object.entries(marks)) {
+        highWater.set(conversationId, Math.max(seq, highWater.get(conversationId) ?? seq));
+      }
+      return Promise.resolve();
+    },
+  };
+}
