@@ -3,6 +3,9 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The client SDK workspace: the service compiles against its wire types (client/src/protocol.ts).
+COPY client/package.json client/tsconfig.json client/tsconfig.build.json ./client/
+COPY client/src ./client/src
 COPY scripts ./scripts
 COPY prisma ./prisma
 COPY prisma.config.ts tsconfig.json tsconfig.build.json ./
