@@ -293,7 +293,15 @@ export class MessagingClient {
    * Sends a message: written to the outbox first, resent until stored, in call order per
    * conversation. Resolves with the stored message; rejects only on a permanent error.
    */
-  async send(conversationId: string, content: SendContent, options: SendOptions = {}): Promise<Message> {
+  send(conversationId: string, content: SendContent, options: SendOptions = {}): Promise<Message> {
+    const result = this.enqueueSend(conversationId, content, options);
+    // An app that does not await a send (it is in the outbox either way) must not crash on
+    // an unhandled rejection; one that awaits still gets the rejection.
+    result.catch(() => undefined);
+    return result;
+  }
+
+  private async enqueueSend(conversationId: string, content: SendContent, options: SendOptions): Promise<Message> {
     const clientMsgId = options.clientMsgId ?? randomId();
     const body = (content as { body?: unknown }).body;
     const ciphertext = (content as { ciphertext?: unknown }).ciphertext;
