@@ -104,7 +104,9 @@ export function parsePayload<T>(schema: z.ZodType<T>, payload: unknown): T {
 
 // The schemas and the shared event map must not drift: each schema's output type is the
 // event's request type, both ways, or the build fails here.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assignable<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+// Optional fields make two shapes assignable both ways despite a renamed field: the keys must agree too.
+type Same<A, B> = Assignable<A, B> extends true ? Assignable<keyof A, keyof B> : false;
 const _schemasMatchTheProtocol: {
   join: Same<z.infer<typeof conversationRefSchema>, RequestOf<'join'>>;
   leave: Same<z.infer<typeof conversationRefSchema>, RequestOf<'leave'>>;
