@@ -133,8 +133,12 @@ export class Inbox {
       lane.highWater = next - 1;
       this.emitInOrder(lane, batch);
     }
-    if (lane.held.size > 0) this.scheduleFill(lane);
-    else clearTimeout(lane.gapTimer);
+    if (lane.held.size > 0) {
+      this.scheduleFill(lane);
+    } else {
+      clearTimeout(lane.gapTimer);
+      lane.gapTimer = undefined;
+    }
   }
 
   private emitInOrder(lane: Lane, batch: Held[]): void {
@@ -189,6 +193,8 @@ export class Inbox {
         const after = lane.highWater;
         const firstHeld = Math.min(...lane.held.keys());
         const page = await this.deps.history(lane.id, after, Math.min(100, firstHeld - after - 1));
+        // The gap may have closed (or moved) while the page was on its way: look again.
+        if (lane.highWater !== after) continue;
         const missing = page.messages.filter((message) => message.seq > after && message.seq < firstHeld);
         if (missing.length === 0) {
           // The seqs are gone for this device (it cannot read them): move past them rather
@@ -202,7 +208,7 @@ export class Inbox {
     } catch (error) {
       const failure = ClientError.from(error, 'internal');
       if (failure.code === 'forbidden' || failure.code === 'not_found') {
-        this.skipTo(lane, Math.min(...lane.held.keys()) - 1);
+        if (lane.held.size > 0) this.skipTo(lane, Math.min(...lane.held.keys()) - 1);
       } else {
         lane.filling = false;
         lane.gapTimer = setTimeout(() => {
@@ -217,6 +223,8 @@ export class Inbox {
   }
 
   private skipTo(lane: Lane, seq: number): void {
+    // Never backwards: a lower mark would emit again what was emitted.
+    if (lane.highWater !== undefined && seq <= lane.highWater) return;
     this.deps.onError(
       new ClientError('not_found', `messages ${(lane.highWater ?? 0) + 1}-${seq} of ${lane.id} could not be fetched`, {
         conversationId: lane.id,

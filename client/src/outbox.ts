@@ -227,9 +227,11 @@ export class Outbox {
     this.pump(lane);
   }
 
+  /** No reply in time: like a transient error, the tail goes again after the backoff. */
   private onTimeout(pending: Pending, attempt: number): void {
     if (pending.done || pending.attempt !== attempt) return;
     const lane = this.laneOf(pending);
+    lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + this.deps.retryDelay(pending.failures++));
     this.requeueFrom(lane, pending);
     this.pump(lane);
   }
