@@ -2,7 +2,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 
 import { Server, type Socket as ServerSocket } from 'socket.io';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { MessagingClient, type ClientEvents, type MessagingClientOptions, type StateChange } from './client.js';
 import { ClientError } from './errors.js';
@@ -227,6 +227,33 @@ describe('MessagingClient without a server', () => {
 
     await client.close();
     expect(await connecting).toMatchObject({ code: 'closed' });
+  });
+
+  it("retries at once on the browser's 'online' event instead of waiting out the backoff", async () => {
+    const port = await closedPort();
+    // A browser's window, as far as the SDK uses it.
+    const window = new EventTarget();
+    (globalThis as { window?: EventTarget }).window = window;
+    // The backoff's draw, fixed so that the scheduled retry is 30 s away.
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.5);
+    try {
+      const { client, states } = makeClient({
+        url: `http://127.0.0.1:${port}`,
+        reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+      });
+      const connecting = client.connect().catch((error: unknown) => error);
+      const retries = () => states.filter((s) => s.state === 'reconnecting');
+      await waitUntil(() => retries().length === 1, 'the first scheduled retry');
+      expect(retries()[0]?.delayMs).toBe(30_000);
+      window.dispatchEvent(new Event('online'));
+      await waitUntil(() => retries().length === 2, 'a retry right after online', 2_000);
+      expect(retries()[1]?.attempt).toBe(1);
+      await client.close();
+      expect(await connecting).toMatchObject({ code: 'closed' });
+    } finally {
+      random.mockRestore();
+      delete (globalThis as { window?: EventTarget }).window;
+    }
   });
 
   it("closes for good: state 'closed', and connect() afterwards rejects with 'closed'", async () => {
