@@ -240,6 +240,7 @@ export class MessagingClient {
       delivered: (messageId) => {
         if (this.options.autoAck) this.acks.add(messageId);
       },
+      sending: (conversationId) => this.sending.sending(conversationId),
       history: (conversationId, afterSeq, limit) => this.request('history', { conversationId, afterSeq, limit }),
       gapWaitMs: this.options.gapWaitMs,
       retryDelay: (failures) => this.backoff(failures),

@@ -6,6 +6,7 @@ import type { PageData, WireMessage } from './protocol.js';
 import { StorageWriter } from './storage-writer.js';
 import { memoryStorage } from './storage/memory.js';
 import type { ClientStorage } from './storage/storage.js';
+import { deferred, flush } from './spec-support.js';
 
 const GAP_WAIT_MS = 250;
 
@@ -24,17 +25,6 @@ function message(seq: number, conversationId = 'c1', overrides: Partial<WireMess
   };
 }
 
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
-  return { promise, resolve, reject };
-}
-
-async function flush(): Promise<void> {
-  for (let i = 0; i < 30; i++) await Promise.resolve();
-}
-
 type HistoryFake = (conversationId: string, afterSeq: number, limit: number) => Promise<PageData>;
 
 /**
@@ -48,6 +38,8 @@ function setup(
     server?: WireMessage[];
     history?: HistoryFake;
     deliver?: InboxDeps['deliver'];
+    /** Conversations with own sends awaiting replies. */
+    sending?: Set<string>;
   } = {},
 ) {
   const storage = options.storage ?? memoryStorage();
@@ -73,6 +65,7 @@ function setup(
     },
     ackDuplicate: (id) => duplicateAcks.push(id),
     delivered: (id) => settledIds.push(id),
+    sending: (conversationId) => options.sending?.has(conversationId) ?? false,
     history: (conversationId, afterSeq, limit) => {
       historyCalls.push({ conversationId, afterSeq, limit });
       return history(conversationId, afterSeq, limit);
@@ -174,6 +167,27 @@ describe('Inbox', () => {
     expect(historyCalls).toEqual([{ conversationId: 'c1', afterSeq: 1, limit: 2 }]);
     expect(seqs()).toEqual([2, 3, 4, 5]);
     expect(inbox.counters).toEqual({ received: 4, duplicatesDropped: 0, gapsFilled: 2 });
+  });
+
+  it("waits with a gap while this device's own sends into the conversation await replies", async () => {
+    // Replies of pipelined sends may come back out of seq order: the gap may be one of them.
+    const sending = new Set(['c1']);
+    const { inbox, seqs, historyCalls } = setup({ sending });
+    inbox.restore({ c1: 1 });
+    void inbox.accept([message(3, 'c1', { senderDeviceId: 'my-device' })], 'own');
+    await vi.advanceTimersByTimeAsync(5 * GAP_WAIT_MS);
+    expect(historyCalls).toEqual([]);
+
+    void inbox.accept([message(2)], 'live'); // seq 2 from someone else closes it
+    await flush();
+    expect(seqs()).toEqual([2]);
+
+    // Once no send of ours is pending, a gap is fetched as usual.
+    sending.clear();
+    void inbox.accept([message(5)], 'live');
+    await vi.advanceTimersByTimeAsync(GAP_WAIT_MS);
+    await flush();
+    expect(historyCalls).toEqual([{ conversationId: 'c1', afterSeq: 3, limit: 1 }]);
   });
 
   it('fetches a long gap page by page, at most 100 at a time', async () => {

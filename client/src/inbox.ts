@@ -14,6 +14,11 @@ export interface InboxDeps {
   delivered(messageId: string): void;
   /** Fetches missing seqs (PROTOCOL.md `history`, `afterSeq` pages forward). */
   history(conversationId: string, afterSeq: number, limit: number): Promise<PageData>;
+  /**
+   * Whether this device's own sends into the conversation await their replies: replies of
+   * pipelined sends may come back out of seq order, so a gap may be one of them.
+   */
+  sending(conversationId: string): boolean;
   /** How long a later seq waits for the missing one before asking `history`. */
   gapWaitMs: number;
   /** Delay before retrying a failed gap fetch, by failures in a row. */
@@ -180,7 +185,7 @@ export class Inbox {
       // While the drain runs, it is the likelier source of the missing seqs; only gaps
       // inside what it returned are filled before it ends.
       const fromDrain = [...lane.held.values()].some((held) => held.origin === 'drain');
-      if (!this.synced && !fromDrain) return this.scheduleFill(lane);
+      if ((!this.synced && !fromDrain) || this.deps.sending(lane.id)) return this.scheduleFill(lane);
       void this.fill(lane);
     }, this.deps.gapWaitMs);
   }

@@ -6,20 +6,9 @@ import type { Reply, SendData, SendPayload, WireMessage } from './protocol.js';
 import { StorageWriter } from './storage-writer.js';
 import { memoryStorage } from './storage/memory.js';
 import type { ClientStorage, StoredSend } from './storage/storage.js';
+import { deferred, flush } from './spec-support.js';
 
 const SEND_TIMEOUT_MS = 1_000;
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
-  return { promise, resolve, reject };
-}
-
-/** Lets every queued promise callback run (the writer batches a microtask later). */
-async function flush(): Promise<void> {
-  for (let i = 0; i < 30; i++) await Promise.resolve();
-}
 
 function storedMessage(payload: SendPayload, seq: number): WireMessage {
   return {

@@ -77,6 +77,11 @@ export class Outbox {
     return this.byId.size;
   }
 
+  /** Whether sends of this conversation still wait for their reply (whose seqs may fill a gap). */
+  sending(conversationId: string): boolean {
+    return this.lanes.has(conversationId);
+  }
+
   send(entry: Omit<StoredSend, 'order' | 'attempts' | 'createdAt'>): Promise<WireMessage> {
     if (this.closed) return Promise.reject(new ClientError('closed', 'the client is closed'));
     const existing = this.byId.get(entry.clientMsgId);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { StorageWriter } from './storage-writer.js';
 import { memoryStorage } from './storage/memory.js';
 import type { ClientStorage, StoredSend } from './storage/storage.js';
+import { deferred, flush } from './spec-support.js';
 
 function entry(order: number, overrides: Partial<StoredSend> = {}): StoredSend {
   return {
@@ -14,17 +15,6 @@ function entry(order: number, overrides: Partial<StoredSend> = {}): StoredSend {
     body: `hello ${order}`,
     ...overrides,
   };
-}
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
-  return { promise, resolve, reject };
-}
-
-async function flush(): Promise<void> {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
 }
 
 type Call =
