@@ -9,7 +9,8 @@
 // ports BENCH_PG_PORT/BENCH_REDIS_PORT, default 55491/56491; synchronous_commit stays on),
 // empties them, builds the service (npm run build) and runs dist/main.js with
 // NODE_ENV=production and secrets generated for the run, starts bench/bare-relay.mjs, and
-// drives both from forked socket.io-client processes (bench/load-worker.mjs) over loopback.
+// drives both from forked socket.io-client processes (bench/load-worker.mjs) over loopback;
+// the `client` scenario drives the service through the client SDK (bench/client-worker.mjs).
 // It prints a table and writes bench/results.json. Everything it started is stopped at the
 // end, also on an error or Ctrl-C (--keep-services leaves PostgreSQL and Redis running).
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -86,6 +87,8 @@ for (const name of selected) {
   }
 }
 const scenarios = SCENARIOS.filter((name) => selected.includes(name));
+// Scenarios with no bare-relay run: the relay has no offline queue, and the SDK speaks only the service's protocol.
+const SERVICE_ONLY = new Set(['drain', 'client']);
 const messageWorkerCount = Math.max(1, Number.parseInt(options.workers, 10) || 2);
 
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
@@ -478,7 +481,7 @@ async function main() {
     encryptionKeys: `1:${randomBytes(32).toString('base64')}`,
   };
   const stores = await storeCounters(urls);
-  const needsBare = scenarios.some((name) => name !== 'drain');
+  const needsBare = scenarios.some((name) => !SERVICE_ONLY.has(name));
   const bare = needsBare ? await startBareRelay() : null;
   log('starting the service (dist/main.js, NODE_ENV=production)');
   const service = await startService(urls, secrets);
@@ -492,6 +495,8 @@ async function main() {
     Array.from({ length: workerCount }, (_, i) => LoadWorker.start(join(ROOT, 'bench', 'load-worker.mjs'), i)),
   );
 
+  /** Load processes a scenario starts itself (ctx.startLoadWorker), counted as load while they run. */
+  const scenarioWorkerPids = new Set();
   const postmasterPid = pidFromFile(join(LOCAL_DIR, 'pg', 'postmaster.pid'));
   const redisPid = pidFromFile(join(LOCAL_DIR, 'redis.pid'));
   const cpu = new CpuMeter(() => ({
@@ -499,7 +504,7 @@ async function main() {
     bare: bare ? [bare.pid] : [],
     postgres: postmasterPid ? [postmasterPid, ...childPids(postmasterPid)] : [],
     redis: redisPid ? [redisPid] : [],
-    load: workers.map((worker) => worker.pid),
+    load: [...workers.map((worker) => worker.pid), ...scenarioWorkerPids],
   }));
   const jwtKey = new TextEncoder().encode(secrets.jwtSecret);
   const profiles = {};
@@ -529,6 +534,14 @@ async function main() {
     settings,
     runId: randomBytes(3).toString('hex'),
     cpu,
+    log,
+    /** Forks a load process of the scenario's own (stopped by the scenario, or by the cleanup). */
+    async startLoadWorker(script, name, options) {
+      const worker = await LoadWorker.start(script, name, options);
+      scenarioWorkerPids.add(worker.pid);
+      worker.child.once('exit', () => scenarioWorkerPids.delete(worker.pid));
+      return worker;
+    },
     messageWorkers: () => workers.slice(0, messageWorkerCount),
     connectionWorkers: () => workers.slice(0, settings.connections.workers),
     target: (kind) =>
@@ -626,7 +639,7 @@ async function main() {
   for (const name of scenarios) {
     const entry = { settings: settings[name] };
     results[name] = entry;
-    for (const kind of name === 'drain' ? ['service'] : ['bare', 'service']) {
+    for (const kind of SERVICE_ONLY.has(name) ? ['service'] : ['bare', 'service']) {
       if (cleaning) return 130; // interrupted: the signal handler is stopping everything
       if (service.child.exitCode !== null || service.child.signalCode !== null) {
         throw new Error(
@@ -738,6 +751,8 @@ function headline(name, result) {
       return `${result.received}/${result.count} drained in ${result.drainSeconds} s (${result.pages} pages)`;
     case 'fanout':
       return `${result.deliveriesPerSecond.toLocaleString('en-US')} deliveries/s (${result.messagesPerSecond} msg/s)`;
+    case 'client':
+      return `connect p50 ${result.connect.ms.p50} ms, reconnect→synced p50 ${result.reconnect.map((run) => `${run.ms.p50} ms (min delay ${run.backoff.minDelayMs})`).join(', ')}, ${result.sends.perSecond} msg/s one client, ${result.heap.heapPerClientKiB} KB heap per client`;
     default:
       return '';
   }

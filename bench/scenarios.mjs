@@ -5,8 +5,10 @@ import { randomUUID } from 'node:crypto';
 import { mergeReservoirs, summarize } from './lib/stats.mjs';
 import { rssKiB, sleep } from './lib/processes.mjs';
 
+export { client } from './client-scenario.mjs';
+
 // Connections runs first: its RSS baseline is cleanest on a server that has not carried load yet.
-export const SCENARIOS = ['connections', 'throughput', 'latency', 'drain', 'fanout'];
+export const SCENARIOS = ['connections', 'throughput', 'latency', 'drain', 'fanout', 'client'];
 
 /** Counts and bounds of each scenario; --quick shrinks them for a smoke run. */
 export function settingsFor(quick) {
@@ -47,6 +49,31 @@ export function settingsFor(quick) {
       durationMs: quick ? 4_000 : 10_000,
       warmupMs: quick ? 1_000 : 2_000,
       maxMessages: 200_000,
+      timeoutMs: 15_000,
+    },
+    client: {
+      connects: quick ? 50 : 200,
+      connectWarmup: 10,
+      drops: quick ? 15 : 50,
+      // The SDK's default backoff, then a short one: the first retry after a drop waits
+      // random(0, minDelayMs) ms, which is part of the reconnect figure.
+      backoffs: [
+        { minDelayMs: 500, maxDelayMs: 20_000 },
+        { minDelayMs: 50, maxDelayMs: 20_000 },
+      ],
+      dropGapMs: 100,
+      sends: quick ? 1_000 : 5_000,
+      sendsWarmup: 200,
+      // The service's default per-connection limit is 1,000 requests/s with bursts of 2,000
+      // (RATE_LIMIT_EVENTS_PER_SEC); the rate of the first 1,500 stored stays inside the burst.
+      sendsEarly: 1_500,
+      spreadConversations: 10,
+      sendsTimeoutMs: 60_000,
+      // SDK.md's target is stated for 1,000 clients in one process, so quick keeps it.
+      heapClients: 1_000,
+      heapWarmup: 20,
+      heapConcurrency: 50,
+      heapHoldMs: 1_000,
       timeoutMs: 15_000,
     },
   };

@@ -40,12 +40,19 @@ export function trackedNames() {
   return [...tracked].map(({ name, child }) => `${name} (pid ${child.pid})`);
 }
 
-/** A forked bench/load-worker.mjs, driven by request/reply messages over IPC. */
+/**
+ * A forked load generator (bench/load-worker.mjs, bench/client-worker.mjs), driven by
+ * request/reply messages over IPC. `execArgv`: extra Node flags (--expose-gc).
+ */
 export class LoadWorker {
-  static async start(script, index) {
+  static async start(script, index, { execArgv = [] } = {}) {
     const child = track(
       `load worker ${index}`,
-      fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' }),
+      fork(script, [], {
+        execArgv: [...process.execArgv, ...execArgv],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        serialization: 'advanced',
+      }),
     );
     const worker = new LoadWorker(child, index);
     await new Promise((resolve, reject) => {

@@ -214,6 +214,87 @@ export function rowsOf(results) {
     handlerRows(s?.cpu?.serverHandlerMeanMs, ['send']);
     errors(s, b);
   }
+
+  // The client SDK against SDK.md's targets; no bare relay (the SDK speaks only the service's protocol).
+  const k = results.client;
+  if (k) {
+    const s = k.service;
+    const set = k.settings;
+    const only = { format: ms, compare: false };
+    const p50 = s?.connect?.ms?.p50 ?? null;
+    row({
+      scenario: 'client',
+      figure: `connect → session p50 ms (${number(set.connects)} sequential, new client and user each)`,
+      service: p50,
+      ...only,
+      target: '< 100 ms',
+      ok: p50 === null ? null : p50 < 100,
+    });
+    row({ figure: 'connect → session p99 ms', service: s?.connect?.ms?.p99, ...only });
+    for (const [index, backoff] of set.backoffs.entries()) {
+      const run = s?.reconnect?.[index];
+      const synced = run?.ms?.p50 ?? null;
+      const label = `minDelayMs ${number(backoff.minDelayMs)}, maxDelayMs ${number(backoff.maxDelayMs)}${index === 0 ? ', SDK default' : ''}`;
+      row({
+        figure: `socket cut → back and 'synced' p50 ms (${number(set.drops)} cuts; ${label})`,
+        service: synced,
+        ...only,
+        target: '< 1 s',
+        ok: synced === null ? null : synced < 1000 && run.synced === run.drops,
+      });
+      row({ figure: "socket cut → 'synced' p99 ms", service: run?.ms?.p99, ...only });
+      row({ figure: 'of which the backoff wait the SDK drew, p50 ms', service: run?.firstRetryDelayMs?.p50, ...only });
+    }
+    const sends = (run, label) => {
+      const rate = run?.perSecond ?? null;
+      row({
+        figure: `msg/s stored, one client, ${number(set.sends)} sends at once, ${label}`,
+        service: rate,
+        format: int,
+        compare: false,
+        target: '> 1,000/s',
+        ok: rate === null ? null : rate > 1000 && run.stored === run.count,
+      });
+      if (run?.early < run?.count) {
+        row({
+          figure: `  the first ${number(run.early)} stored, msg/s (inside the service's per-connection burst)`,
+          service: run.earlyPerSecond,
+          format: int,
+          compare: false,
+        });
+      }
+      row({
+        figure: '  sends answered rate_limited, then resent by the SDK',
+        service: run?.rateLimitedReplies,
+        format: int,
+        compare: false,
+      });
+      row({
+        figure: "  history requests meanwhile (the SDK's gap fill; no one else sends)",
+        service: run?.historyRequests,
+        format: int,
+        compare: false,
+      });
+    };
+    sends(s?.sends, '1 conversation');
+    sends(s?.sendsSpread, `${set.spreadConversations} conversations`);
+    const heap = s?.heap?.heapPerClientKiB ?? null;
+    row({
+      figure: `heap per connected client, KB (${number(set.heapClients)} clients in one process, after GC)`,
+      service: heap,
+      format: one,
+      compare: false,
+      target: '< 1,024 KB',
+      ok: heap === null ? null : heap < 1024 && s.heap.opened === set.heapClients,
+    });
+    row({
+      figure: 'RSS per connected client, KB (same process)',
+      service: s?.heap?.rssPerClientKiB,
+      format: one,
+      compare: false,
+    });
+    errors(s, null);
+  }
   return rows;
 }
 
