@@ -432,7 +432,7 @@ describe('Outbox', () => {
     const { send, fail, sentIds } = setup();
     void send('a', 'c1');
     await flush();
-    fail(0, 'rate_limited', { retryAfterMs: 5_000 });
+    fail(0, 'unavailable'); // c1 waits retryDelay(0) = 100 ms
     await flush();
 
     void send('b', 'c1');
@@ -442,13 +442,27 @@ describe('Outbox', () => {
     expect(sentIds('c2')).toEqual(['x']);
     expect(sentIds('c1')).toEqual(['a']);
 
-    // A timeout in c2 resends c2 only (after retryDelay(0) = 100 ms).
-    await vi.advanceTimersByTimeAsync(SEND_TIMEOUT_MS + 100);
-    expect(sentIds('c2')).toEqual(['x', 'x']);
-    expect(sentIds('c1')).toEqual(['a']);
-
-    await vi.advanceTimersByTimeAsync(3_900);
+    await vi.advanceTimersByTimeAsync(100);
     expect(sentIds('c1')).toEqual(['a', 'a', 'b']);
+    expect(sentIds('c2')).toEqual(['x']);
+  });
+
+  it("holds every conversation for retryAfterMs after 'rate_limited': the limit is the socket's", async () => {
+    const { send, fail, sentIds } = setup();
+    void send('a', 'c1');
+    await flush();
+    fail(0, 'rate_limited', { retryAfterMs: 5_000 });
+    await flush();
+
+    void send('x', 'c2');
+    await flush();
+    expect(sentIds('c2')).toEqual([]);
+
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(sentIds()).toEqual(['a']);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(sentIds('c1')).toEqual(['a', 'a']);
+    expect(sentIds('c2')).toEqual(['x']);
   });
 
   it("rejects pending sends with 'closed' on close() and keeps them in the storage", async () => {

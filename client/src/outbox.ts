@@ -60,6 +60,8 @@ export class Outbox {
   private readonly byId = new Map<string, Pending>();
   private nextOrder = 1;
   private nextAttempt = 1;
+  /** Until when the socket's request rate is spent (a `rate_limited` reply's retryAfterMs). */
+  private rateLimitedUntil = 0;
   private closed = false;
 
   constructor(private readonly deps: OutboxDeps) {}
@@ -168,7 +170,7 @@ export class Outbox {
 
   private pump(lane: Lane): void {
     if (this.closed || !this.deps.connected()) return;
-    const wait = lane.pausedUntil - Date.now();
+    const wait = Math.max(lane.pausedUntil, this.rateLimitedUntil) - Date.now();
     if (wait > 0) {
       lane.pauseTimer ??= setTimeout(() => {
         lane.pauseTimer = undefined;
@@ -225,9 +227,13 @@ export class Outbox {
     // A transient failure of an attempt since replaced: the newer attempt decides.
     if (pending.attempt !== attempt) return;
     const lane = this.laneOf(pending);
-    const delay =
-      code === 'rate_limited' ? Number(details?.retryAfterMs ?? 1000) : this.deps.retryDelay(pending.failures++);
-    lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + delay);
+    if (code === 'rate_limited') {
+      // The limit is the socket's: every conversation waits, not only this one.
+      const until = Date.now() + Number(details?.retryAfterMs ?? 1000);
+      this.rateLimitedUntil = Math.max(this.rateLimitedUntil, until);
+    } else {
+      lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + this.deps.retryDelay(pending.failures++));
+    }
     this.requeueFrom(lane, pending);
     this.pump(lane);
   }
