@@ -9,16 +9,9 @@ import type { ConversationAccess } from '../conversations/conversations.reposito
 import type { SendData, WireMessage } from '@messaging-service/client/protocol';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec, type ConversationKey } from './message.codec.js';
-import {
-  BatchConflict,
-  MessagesRepository,
-  type NewMessage,
-  type SealedMessage,
-  type StoredMessage,
-} from './messages.repository.js';
+import { MessagesRepository, type NewMessage, type SealedMessage } from './messages.repository.js';
 import { ArrivalOrder } from './arrival-order.js';
-import { SendBatcher, type SendOutcome } from './send-batcher.js';
-import { OrderedEmitter } from './ordered-emitter.js';
+import { SendBatcher } from './send-batcher.js';
 
 /** Who is sending: a user's device (socket), or a service/app over REST. */
 export interface Sender {
@@ -73,7 +66,6 @@ export class MessagesService {
     private readonly messages: MessagesRepository,
     private readonly codec: MessageCodec,
     private readonly fanout: MessageFanout,
-    private readonly ordered: OrderedEmitter,
     private readonly batcher: SendBatcher,
     private readonly config: AppConfig,
   ) {}
@@ -82,7 +74,7 @@ export class MessagesService {
   async send(sender: Sender, input: SendInput): Promise<SendData> {
     // One connection's sends into one conversation join the store's queue in arrival order.
     const orderKey = `${sender.socketId ?? `${sender.userId}\n${sender.deviceId}`}\n${input.conversationId}`;
-    const { message, key, content, submitted } = await this.arrivalOrder.run(
+    const { key, content, submitted } = await this.arrivalOrder.run(
       orderKey,
       async () => {
         const access = await this.membership.requireMember(input.conversationId, sender.userId);
@@ -107,13 +99,7 @@ export class MessagesService {
       }),
     );
 
-    let outcome: SendOutcome;
-    try {
-      outcome = await submitted;
-    } catch (error) {
-      if (!(error instanceof BatchConflict)) throw error;
-      outcome = await this.storeAlone(message, key, content);
-    }
+    const outcome = await submitted;
     switch (outcome.kind) {
       case 'existing':
         return { message: this.duplicateOf(outcome.existing, input.conversationId), duplicate: true };
@@ -130,28 +116,6 @@ export class MessagesService {
         return { message: wire, duplicate: false };
       }
     }
-  }
-
-  /** The one-message path, for when a batch clashed with a concurrent writer. */
-  private async storeAlone(message: NewMessage, key: ConversationKey, content: Uint8Array): Promise<SendOutcome> {
-    let reserved: number | undefined;
-    let stored: StoredMessage | null;
-    try {
-      stored = await this.messages.insertNext(message, (seq, storedKey) => {
-        reserved = seq;
-        this.ordered.reserve(message.conversationId, seq);
-        return this.codec.seal(storedKey, message.id, seq, content);
-      });
-    } catch (error) {
-      if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
-      throw error;
-    }
-    if (stored) return { kind: 'stored', stored };
-    if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
-    // A concurrent send with the same clientMsgId won the race: answer with its message.
-    const winner = await this.messages.findByClientMsgId(message.senderId, message.clientMsgId);
-    if (!winner) throw new Error('clientMsgId conflict without a stored message');
-    return { kind: 'existing', existing: winner };
   }
 
   /** A page of a conversation's messages, ascending by seq. */

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 
 import {
+  BatchConflict,
   MessagesRepository,
   ResendInBatch,
   type BatchResult,
@@ -65,7 +66,7 @@ export class SendBatcher {
     private readonly ordered: OrderedEmitter,
   ) {}
 
-  /** Resolves once the message is committed (or found already stored); rejects with BatchConflict to retry alone. */
+  /** Resolves once the message is committed (or found already stored). */
   submit(send: PendingSend): Promise<SendOutcome> {
     const lane = laneOf(send.message.conversationId);
     return new Promise<SendOutcome>((resolve, reject) => {
@@ -98,16 +99,27 @@ export class SendBatcher {
     const byId = new Map([...leaders.values()].map((w) => [w.send.message.id, w]));
     const messages = [...leaders.values()].map((w) => w.send.message);
     let result: { stored: StoredMessage[]; existing: SealedMessage[] };
+    let failed = new Map<string, unknown>();
     try {
+      // Split before the fast path runs: a miss there forgets the heads, and a split after
+      // it would list those messages twice (their second copies clash as resends).
       const known = messages.filter((m) => this.heads.has(m.conversationId));
+      const unknown = messages.filter((m) => !this.heads.has(m.conversationId));
       const fast = known.length > 0 ? await this.storePredicted(known, byId) : { stored: [], missed: [] };
-      const rest = [...messages.filter((m) => !this.heads.has(m.conversationId)), ...fast.missed];
+      const rest = [...unknown, ...fast.missed];
       const careful = rest.length > 0 ? await this.storeInTransaction(rest, byId) : { stored: [], existing: [] };
       result = { stored: [...fast.stored, ...careful.stored], existing: careful.existing };
     } catch (error) {
-      for (const waiting of batch) waiting.reject(error);
-      return;
+      if (!(error instanceof BatchConflict)) {
+        for (const waiting of batch) waiting.reject(error);
+        return;
+      }
+      // A concurrent writer clashed with the batch (another instance storing the same
+      // clientMsgId): each message alone, one after the other in arrival order, while the
+      // lane waits, so that the fallback keeps the order the batch had.
+      ({ failed, ...result } = await this.storeEachAlone([...leaders.values()]));
     }
+    for (const [id, error] of failed) byId.get(id)?.reject(error);
     const outcomes = new Map<string, SendOutcome>();
     for (const stored of result.stored) {
       const outcome: SendOutcome = { kind: 'stored', stored };
@@ -121,7 +133,10 @@ export class SendBatcher {
     }
     for (const { waiting, key } of followers) {
       const outcome = outcomes.get(key);
-      if (!outcome) {
+      const leaderFailure = failed.get(leaders.get(key)?.send.message.id ?? '');
+      if (leaderFailure !== undefined) {
+        waiting.reject(leaderFailure);
+      } else if (!outcome) {
         waiting.reject(new Error('a duplicate in the batch has no stored original'));
       } else if (outcome.kind === 'stored') {
         waiting.resolve({ kind: 'sibling', stored: outcome.stored });
@@ -221,6 +236,53 @@ export class SendBatcher {
       for (const message of messages) this.heads.delete(message.conversationId);
       throw error;
     }
+  }
+
+  /** The fallback after a clash: one transaction per message, in order. */
+  private async storeEachAlone(
+    leaders: readonly Waiting[],
+  ): Promise<{ stored: StoredMessage[]; existing: SealedMessage[]; failed: Map<string, unknown> }> {
+    const result = {
+      stored: [] as StoredMessage[],
+      existing: [] as SealedMessage[],
+      failed: new Map<string, unknown>(),
+    };
+    for (const waiting of leaders) {
+      const { message } = waiting.send;
+      this.heads.delete(message.conversationId);
+      try {
+        const outcome = await this.storeAlone(waiting.send);
+        if (outcome.kind === 'stored') result.stored.push(outcome.stored);
+        else result.existing.push(outcome.existing);
+      } catch (error) {
+        result.failed.set(message.id, error);
+      }
+    }
+    return result;
+  }
+
+  private async storeAlone(
+    send: PendingSend,
+  ): Promise<{ kind: 'stored'; stored: StoredMessage } | { kind: 'existing'; existing: SealedMessage }> {
+    const { message } = send;
+    let reserved: number | undefined;
+    let stored: StoredMessage | null;
+    try {
+      stored = await this.messages.insertNext(message, (seq, key) => {
+        reserved = seq;
+        this.ordered.reserve(message.conversationId, seq);
+        return send.seal(seq, key);
+      });
+    } catch (error) {
+      if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
+      throw error;
+    }
+    if (stored) return { kind: 'stored', stored };
+    if (reserved !== undefined) this.ordered.release(message.conversationId, reserved);
+    // A concurrent send with the same clientMsgId won the race: answer with its message.
+    const winner = await this.messages.findByClientMsgId(message.senderId, message.clientMsgId);
+    if (!winner) throw new Error('clientMsgId conflict without a stored message');
+    return { kind: 'existing', existing: winner };
   }
 
   private remember(conversationId: string, lastSeq: number, key: StoredKey): void {
