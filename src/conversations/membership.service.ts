@@ -34,8 +34,12 @@ export class MembershipService {
    * `requireMemberFresh` where they matter).
    */
   async requireMember(conversationId: string, userId: string): Promise<ConversationAccess> {
-    const cached = this.access.get(`${conversationId}\n${userId}`);
-    return cached ?? this.requireMemberFresh(conversationId, userId);
+    return this.cachedMember(conversationId, userId) ?? this.requireMemberFresh(conversationId, userId);
+  }
+
+  /** As `requireMember` when the answer is cached (a member), without waiting; else undefined. */
+  cachedMember(conversationId: string, userId: string): ConversationAccess | undefined {
+    return this.access.get(`${conversationId}\n${userId}`);
   }
 
   /** As `requireMember`, read from PostgreSQL now. */

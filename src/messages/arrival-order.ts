@@ -7,6 +7,11 @@
 export class ArrivalOrder {
   private readonly tails = new Map<string, Promise<void>>();
 
+  /** Whether an earlier call with this key has not enqueued yet (a later one must wait its turn). */
+  busy(key: string): boolean {
+    return this.tails.has(key);
+  }
+
   /**
    * Runs `prepare` at once, then `enqueue` (synchronous) once every earlier call with the
    * same key has enqueued or failed. Resolves with what `enqueue` returned.

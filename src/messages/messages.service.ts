@@ -73,31 +73,19 @@ export class MessagesService {
   /** Stores a message durably, then fans it out. Resending a clientMsgId returns the original. */
   async send(sender: Sender, input: SendInput): Promise<SendData> {
     // One connection's sends into one conversation join the store's queue in arrival order.
+    // With the membership cached and no earlier send of the key still waiting, joining now
+    // is that order; otherwise the hand-over waits its turn.
     const orderKey = `${sender.socketId ?? `${sender.userId}\n${sender.deviceId}`}\n${input.conversationId}`;
-    const { key, content, submitted } = await this.arrivalOrder.run(
-      orderKey,
-      async () => {
-        const access = await this.membership.requireMember(input.conversationId, sender.userId);
-        const content = this.contentFor(access, input);
-        const message: NewMessage = {
-          id: randomUUID(),
-          conversationId: access.id,
-          senderId: sender.userId,
-          senderDeviceId: sender.deviceId,
-          clientMsgId: input.clientMsgId,
-          contentType: input.contentType ?? 'text/plain',
-        };
-        return { message, key: keyOf(access), content };
-      },
-      (prepared) => ({
-        ...prepared,
-        // Sealed with the key read in the storing transaction, never a cached one.
-        submitted: this.batcher.submit({
-          message: prepared.message,
-          seal: (seq, stored) => this.codec.seal(stored, prepared.message.id, seq, prepared.content),
-        }),
-      }),
-    );
+    const cached = this.membership.cachedMember(input.conversationId, sender.userId);
+    const { key, content, submitted } =
+      cached && !this.arrivalOrder.busy(orderKey)
+        ? this.submit(this.prepare(sender, input, cached))
+        : await this.arrivalOrder.run(
+            orderKey,
+            async () =>
+              this.prepare(sender, input, await this.membership.requireMember(input.conversationId, sender.userId)),
+            (prepared) => this.submit(prepared),
+          );
 
     const outcome = await submitted;
     switch (outcome.kind) {
@@ -116,6 +104,29 @@ export class MessagesService {
         return { message: wire, duplicate: false };
       }
     }
+  }
+
+  private prepare(sender: Sender, input: SendInput, access: ConversationAccess) {
+    const content = this.contentFor(access, input);
+    const message: NewMessage = {
+      id: randomUUID(),
+      conversationId: access.id,
+      senderId: sender.userId,
+      senderDeviceId: sender.deviceId,
+      clientMsgId: input.clientMsgId,
+      contentType: input.contentType ?? 'text/plain',
+    };
+    return { message, key: keyOf(access), content };
+  }
+
+  private submit(prepared: { message: NewMessage; key: ConversationKey; content: Uint8Array }) {
+    const { message, content } = prepared;
+    // Sealed with the key read in the storing transaction, never a cached one.
+    const submitted = this.batcher.submit({
+      message,
+      seal: (seq, stored) => this.codec.seal(stored, message.id, seq, content),
+    });
+    return { ...prepared, submitted };
   }
 
   /** A page of a conversation's messages, ascending by seq. */
