@@ -118,9 +118,7 @@ describe('send order over one connection', () => {
             Array.from({ length: conversations }, () => createConversation(service, users[0], users.slice(1))),
           );
           // Sockets of different users and devices: every order is per socket.
-          const clients = await Promise.all(
-            Array.from({ length: sockets }, (_, i) => client(users[i], `device-${i}`)),
-          );
+          const clients = await Promise.all(Array.from({ length: sockets }, (_, i) => client(users[i], `device-${i}`)));
           // One stored message per socket and conversation, for the resends to name.
           const stored = new Map<string, string>();
           for (const [s, socket] of clients.entries()) {
