@@ -105,6 +105,11 @@ export interface SendPayload {
   body?: string;
   ciphertext?: string;
   contentType?: string;
+  /**
+   * e2e conversations only: the `userId/deviceId` pairs the message key was sealed to; a
+   * set other than the members' current keyed devices is refused with `devices_changed`.
+   */
+  recipientDevices?: string[];
 }
 export interface SendData {
   message: WireMessage;

@@ -53,11 +53,11 @@ export class MembersService {
       throw new AppError(ErrorCode.Conflict, 'already a member', { userIds: alreadyMembers });
     }
     this.membership.membersChanged(conversationId);
-    for (const userId of ids) {
-      await this.devices.ensureCursorsForMember(conversationId, userId);
-      this.realtime.emitMembership(conversationId, [userId], { conversationId, userId, change: 'added' });
-    }
-    return this.current(conversationId);
+    for (const userId of ids) await this.devices.ensureCursorsForMember(conversationId, userId);
+    const conversation = await this.current(conversationId);
+    const everyone = conversation.members.map((member) => member.userId);
+    for (const userId of ids) this.realtime.emitMembership(everyone, { conversationId, userId, change: 'added' });
+    return conversation;
   }
 
   /**
@@ -88,7 +88,8 @@ export class MembersService {
     this.membership.membersChanged(conversationId);
     this.realtime.leaveConversation(userId, conversationId);
     await this.dropQueuedMessages(userId, conversationId);
-    this.realtime.emitMembership(conversationId, [userId], { conversationId, userId, change: 'removed' });
+    const remaining = await this.conversations.memberIds(conversationId);
+    this.realtime.emitMembership([...remaining, userId], { conversationId, userId, change: 'removed' });
   }
 
   /**

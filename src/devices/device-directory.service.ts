@@ -5,13 +5,17 @@ import { DevicesRepository, type DeviceRef } from './devices.repository.js';
 
 const CACHE_TTL_MS = 30_000;
 
+/** A device and whether it has published a public key (what e2e senders seal to). */
+export type KnownDevice = DeviceRef & { hasKey: boolean };
+
 /**
- * Which devices each user has, for fan-out. Cached per user in memory; a device that
- * appears or goes invalidates its user's entry on every instance at once (CacheBus).
+ * Which devices each user has, for fan-out and for checking an e2e send's recipients.
+ * Cached per user in memory; a device that appears, goes or changes its key invalidates
+ * its user's entry on every instance at once (CacheBus).
  */
 @Injectable()
 export class DeviceDirectory {
-  private readonly byUser = new TtlCache<DeviceRef[]>(CACHE_TTL_MS);
+  private readonly byUser = new TtlCache<KnownDevice[]>(CACHE_TTL_MS);
 
   constructor(
     private readonly devices: DevicesRepository,
@@ -20,8 +24,8 @@ export class DeviceDirectory {
     bus.on('devices', (userId) => this.byUser.delete(userId));
   }
 
-  async devicesOf(userIds: readonly string[]): Promise<DeviceRef[]> {
-    const found: DeviceRef[] = [];
+  async devicesOf(userIds: readonly string[]): Promise<KnownDevice[]> {
+    const found: KnownDevice[] = [];
     const missing: string[] = [];
     for (const userId of userIds) {
       const cached = this.byUser.get(userId);
@@ -31,7 +35,7 @@ export class DeviceDirectory {
     if (missing.length > 0) {
       const version = this.byUser.version;
       const loaded = await this.devices.devicesOf(missing);
-      const grouped = new Map<string, DeviceRef[]>(missing.map((userId) => [userId, []]));
+      const grouped = new Map<string, KnownDevice[]>(missing.map((userId) => [userId, []]));
       for (const device of loaded) grouped.get(device.userId)?.push(device);
       for (const [userId, devices] of grouped) {
         this.byUser.set(userId, devices, version);
@@ -41,7 +45,7 @@ export class DeviceDirectory {
     return found;
   }
 
-  /** A device of this user was added or removed. */
+  /** A device of this user was added or removed, or changed its public key. */
   changed(userId: string): void {
     this.bus.invalidate('devices', userId);
   }

@@ -4,7 +4,7 @@ import { AppError } from '../common/app-error.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import { DeviceDirectory } from './device-directory.service.js';
-import { DevicesRepository, type DeviceRecord, type DeviceRegistration } from './devices.repository.js';
+import { DevicesRepository, type DeviceRecord, type DeviceRegistration, type Platform } from './devices.repository.js';
 
 /** Registering and unregistering devices (REST), and reading their public keys. */
 @Injectable()
@@ -17,18 +17,23 @@ export class DeviceRegistrationService {
   ) {}
 
   /**
-   * Registers a device or updates its registration. Once the row is committed the
-   * device gets its delivery cursors: its queue holds what is sent from then on.
+   * Registers a device or updates its registration. Push fields are checked against the
+   * device's platform: the body's, else the stored one. Once the row is committed the
+   * device gets its delivery cursors: its queue holds what is sent from then on. A new
+   * device or a key change invalidates the user's entry in the device directory (e2e
+   * sends are checked against which devices have a key).
    */
   async register(
     userId: string,
     deviceId: string,
     registration: DeviceRegistration,
   ): Promise<{ device: DeviceRecord; created: boolean }> {
-    const result = await this.devices.register(userId, deviceId, registration);
-    if (result.created) this.directory.changed(userId);
+    const stored = await this.devices.find(userId, deviceId);
+    rejectMisplacedPushFields(registration.platform ?? stored?.platform ?? null, registration);
+    const { device, created, keyChanged } = await this.devices.register(userId, deviceId, registration);
+    if (created || keyChanged) this.directory.changed(userId);
     await this.devices.ensureCursors(userId, deviceId);
-    return result;
+    return { device, created };
   }
 
   /**
@@ -45,4 +50,20 @@ export class DeviceRegistrationService {
   publicKeys(userId: string): Promise<{ deviceId: string; publicKey: string }[]> {
     return this.devices.publicKeysOf(userId);
   }
+}
+
+const APNS_FIELDS = ['apnsToken', 'apnsTopic', 'apnsEnvironment'] as const;
+
+/**
+ * A push field (one given a value; null only clears) needs a platform, and the right one:
+ * apns* for ios. Throws bad_request listing each problem, as request validation does.
+ */
+function rejectMisplacedPushFields(platform: Platform | null, registration: DeviceRegistration): void {
+  const given = APNS_FIELDS.filter((field) => registration[field] !== undefined && registration[field] !== null);
+  if (given.length === 0 || platform === 'ios') return;
+  const problems =
+    platform === null
+      ? [{ path: 'platform', message: 'needed once, before any push field' }]
+      : given.map((field) => ({ path: field, message: 'only for platform ios' }));
+  throw AppError.badRequest(problems.map((p) => `${p.path}: ${p.message}`).join('; '), { problems });
 }

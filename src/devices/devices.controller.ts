@@ -33,7 +33,9 @@ export class DevicesController {
     summary: 'Register or update a device',
     description:
       'The device receives the messages sent from its registration on (what came before is read with history). ' +
-      'Fields left out keep their registered value; null clears one.',
+      'Fields left out keep their registered value; null clears one. `platform` is needed once, before any push ' +
+      "field, which is checked against the device's platform (the body's, else the registered one); " +
+      'changing the platform clears the push fields of the one left.',
     responses: [
       { status: 201, schema: deviceReply, description: 'registered' },
       { status: 200, schema: deviceReply, description: 'updated' },

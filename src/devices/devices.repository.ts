@@ -21,9 +21,12 @@ export interface DeviceRecord extends DeviceRef {
   lastSeenAt: Date;
 }
 
-/** A registration: `platform` always; each other field is set (a value), cleared (null) or kept (undefined). */
+/**
+ * A registration: each field is set (a value), cleared (null) or kept (undefined);
+ * `platform` is set or kept, never cleared.
+ */
 export interface DeviceRegistration {
-  platform: Platform;
+  platform?: Platform;
   apnsToken?: string | null;
   apnsTopic?: string | null;
   apnsEnvironment?: ApnsEnvironment | null;
@@ -94,30 +97,51 @@ export class DevicesRepository {
       ON CONFLICT DO NOTHING`;
   }
 
+  /** A device as stored; null when there is none. */
+  async find(userId: string, deviceId: string): Promise<DeviceRecord | null> {
+    const rows = await this.prisma.$queryRaw<DeviceRow[]>`
+      SELECT * FROM devices WHERE user_id = ${userId} AND device_id = ${deviceId}`;
+    const row = rows.at(0);
+    return row ? toDeviceRecord(row) : null;
+  }
+
   /**
    * Registers a device or updates its registration (REST). Fields left undefined keep
-   * their stored value. Returns the row and whether it was created.
+   * their stored value. The APNs fields live only on an ios device: a device that
+   * leaves ios (or is not on it) loses them, so none keeps a token it cannot be pushed
+   * with. Returns the row, whether it was created and whether its public key changed
+   * (set, replaced or cleared; read under the row's lock, so concurrent updates each
+   * report their own change).
    */
   async register(
     userId: string,
     deviceId: string,
     registration: DeviceRegistration,
-  ): Promise<{ device: DeviceRecord; created: boolean }> {
+  ): Promise<{ device: DeviceRecord; created: boolean; keyChanged: boolean }> {
     const keep = (value: unknown) => value === undefined;
     const { platform, apnsToken, apnsTopic, apnsEnvironment, publicKey } = registration;
-    const rows = await this.prisma.$queryRaw<(DeviceRow & { created: boolean })[]>`
-      INSERT INTO devices (user_id, device_id, platform, apns_token, apns_topic, apns_environment, public_key)
-      VALUES (${userId}, ${deviceId}, ${platform}::"Platform", ${apnsToken ?? null}, ${apnsTopic ?? null},
-              ${apnsEnvironment ?? null}::"ApnsEnvironment", ${publicKey ?? null})
-      ON CONFLICT (user_id, device_id) DO UPDATE SET
-        platform = EXCLUDED.platform,
-        apns_token = CASE WHEN ${keep(apnsToken)} THEN devices.apns_token ELSE EXCLUDED.apns_token END,
-        apns_topic = CASE WHEN ${keep(apnsTopic)} THEN devices.apns_topic ELSE EXCLUDED.apns_topic END,
-        apns_environment = CASE WHEN ${keep(apnsEnvironment)} THEN devices.apns_environment ELSE EXCLUDED.apns_environment END,
-        public_key = CASE WHEN ${keep(publicKey)} THEN devices.public_key ELSE EXCLUDED.public_key END,
-        last_seen_at = now()
-      RETURNING *, (xmax = 0) AS created`;
-    return { device: toDeviceRecord(rows[0]), created: rows[0].created };
+    return this.prisma.$transaction(async (tx) => {
+      const before = await tx.$queryRaw<{ public_key: string | null }[]>`
+        SELECT public_key FROM devices WHERE user_id = ${userId} AND device_id = ${deviceId} FOR UPDATE`;
+      const rows = await tx.$queryRaw<(DeviceRow & { created: boolean })[]>`
+        INSERT INTO devices (user_id, device_id, platform, apns_token, apns_topic, apns_environment, public_key)
+        VALUES (${userId}, ${deviceId}, ${platform ?? null}::"Platform", ${apnsToken ?? null}, ${apnsTopic ?? null},
+                ${apnsEnvironment ?? null}::"ApnsEnvironment", ${publicKey ?? null})
+        ON CONFLICT (user_id, device_id) DO UPDATE SET
+          platform = COALESCE(EXCLUDED.platform, devices.platform),
+          apns_token = CASE WHEN COALESCE(EXCLUDED.platform, devices.platform) = 'ios' THEN
+            CASE WHEN ${keep(apnsToken)} THEN devices.apns_token ELSE EXCLUDED.apns_token END END,
+          apns_topic = CASE WHEN COALESCE(EXCLUDED.platform, devices.platform) = 'ios' THEN
+            CASE WHEN ${keep(apnsTopic)} THEN devices.apns_topic ELSE EXCLUDED.apns_topic END END,
+          apns_environment = CASE WHEN COALESCE(EXCLUDED.platform, devices.platform) = 'ios' THEN
+            CASE WHEN ${keep(apnsEnvironment)} THEN devices.apns_environment ELSE EXCLUDED.apns_environment END END,
+          public_key = CASE WHEN ${keep(publicKey)} THEN devices.public_key ELSE EXCLUDED.public_key END,
+          last_seen_at = now()
+        RETURNING *, (xmax = 0) AS created`;
+      const device = toDeviceRecord(rows[0]);
+      const keyChanged = before.length === 0 ? device.publicKey !== null : before[0].public_key !== device.publicKey;
+      return { device, created: rows[0].created, keyChanged };
+    });
   }
 
   /** Deletes a device (its delivery cursors cascade); false when there was none. */
@@ -136,14 +160,16 @@ export class DevicesRepository {
     return rows.map((row) => ({ deviceId: row.device_id, publicKey: row.public_key }));
   }
 
-  async devicesOf(userIds: readonly string[]): Promise<DeviceRef[]> {
+  /** The users' devices, each with whether it has published a public key (e2e). */
+  async devicesOf(userIds: readonly string[]): Promise<(DeviceRef & { hasKey: boolean })[]> {
     if (userIds.length === 0) return [];
-    const { rows } = await this.prisma.sql.query<{ user_id: string; device_id: string }>({
+    const { rows } = await this.prisma.sql.query<{ user_id: string; device_id: string; has_key: boolean }>({
       name: 'devices.of',
-      text: 'SELECT user_id, device_id FROM devices WHERE user_id = ANY($1::text[])',
+      text: `SELECT user_id, device_id, public_key IS NOT NULL AS has_key FROM devices
+             WHERE user_id = ANY($1::text[])`,
       values: [userIds],
     });
-    return rows.map((row) => ({ userId: row.user_id, deviceId: row.device_id }));
+    return rows.map((row) => ({ userId: row.user_id, deviceId: row.device_id, hasKey: row.has_key }));
   }
 
   /** Of `devices`, the iOS ones with an APNs token: the ones a push can reach. */

@@ -9,28 +9,33 @@ import type { DeviceRecord } from './devices.repository.js';
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 export const PUBLIC_KEY_MIN_BYTES = 16;
 export const PUBLIC_KEY_MAX_BYTES = 4_096;
-const APNS_FIELDS = ['apnsToken', 'apnsTopic', 'apnsEnvironment'] as const;
 
 export const registerDeviceBody = z
   .object({
-    platform: z.enum(['ios', 'android', 'web'], { error: "must be 'ios', 'android' or 'web'" }),
+    platform: z
+      .enum(['ios', 'android', 'web'], { error: "must be 'ios', 'android' or 'web'" })
+      .optional()
+      .describe(
+        'needed once, before any push field; left out keeps the stored one; ' +
+          "a change clears the push fields of the platform left (apns* when leaving 'ios')",
+      ),
     apnsToken: z
       .string({ error: 'must be a string' })
       .regex(/^(?:[0-9a-fA-F]{2}){16,256}$/, 'must be the hex APNs device token (32 to 512 hex digits)')
       .nullable()
       .optional()
-      .describe('ios: the APNs device token in hex; null clears it'),
+      .describe('ios: the APNs device token in hex; left out keeps it; null clears it'),
     apnsTopic: z
       .string({ error: 'must be a string' })
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/, 'must be a bundle id like com.example.app')
       .nullable()
       .optional()
-      .describe('ios: the app bundle id to push to (default: APNS_TOPIC); null clears it'),
+      .describe('ios: the app bundle id to push to (default: APNS_TOPIC); left out keeps it; null clears it'),
     apnsEnvironment: z
       .enum(['sandbox', 'production'], { error: "must be 'sandbox' or 'production'" })
       .nullable()
       .optional()
-      .describe('ios: the APNs gateway of this build; null clears it'),
+      .describe('ios: the APNs gateway of this build; left out keeps it; null clears it'),
     publicKey: z
       .string({ error: 'must be a string' })
       .max(Math.ceil(PUBLIC_KEY_MAX_BYTES / 3) * 4, {
@@ -44,18 +49,12 @@ export const registerDeviceBody = z
       .nullable()
       .optional()
       .describe(
-        `base64 of the device's public key for e2e conversations (${PUBLIC_KEY_MIN_BYTES} to ${PUBLIC_KEY_MAX_BYTES} bytes); null clears it`,
+        `base64 of the device's public key for e2e conversations (${PUBLIC_KEY_MIN_BYTES} to ${PUBLIC_KEY_MAX_BYTES} bytes); left out keeps it; null clears it`,
       ),
     userId: actingUserSchema,
   })
-  .superRefine((body, ctx) => {
-    if (body.platform === 'ios') return;
-    for (const field of APNS_FIELDS) {
-      if (body[field] !== undefined && body[field] !== null) {
-        ctx.addIssue({ code: 'custom', path: [field], message: 'only for platform ios' });
-      }
-    }
-  })
+  // Push fields are checked against the device's platform, which may be the stored one:
+  // DeviceRegistrationService does it.
   .describe('Fields left out keep their registered value; null clears one.');
 
 export const deviceSchema = z

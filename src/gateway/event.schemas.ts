@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { RequestOf } from '@messaging-service/client/protocol';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { recipientDevicesSchema } from '../messages/messages.schemas.js';
 
 /** Schemas of the client events, one per event (PROTOCOL.md section 1). */
 
@@ -30,6 +31,7 @@ export const sendSchema = z.object({
     .max(255)
     .regex(CONTENT_TYPE, 'must be a MIME type like text/plain')
     .optional(),
+  recipientDevices: recipientDevicesSchema.optional(),
 });
 
 export const typingSchema = z.object({

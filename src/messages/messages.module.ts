@@ -5,6 +5,7 @@ import { DevicesModule } from '../devices/devices.module.js';
 import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
 import { PushModule } from '../push/push.module.js';
 import { DeliveryService } from './delivery.service.js';
+import { E2eRecipients } from './e2e-recipients.service.js';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec } from './message.codec.js';
 import { MessagesController } from './messages.controller.js';
@@ -23,6 +24,7 @@ import { SendBatcher } from './send-batcher.js';
     MessagesService,
     MessageFanout,
     DeliveryService,
+    E2eRecipients,
     MessagingMetrics,
     OrderedEmitter,
     SendBatcher,

@@ -21,6 +21,25 @@ const seqSchema = z
 /** The sending device of every REST send: no real deviceId can contain '@'. */
 export const REST_SENDER_DEVICE_ID = '@rest';
 
+/** Most devices an e2e send may name: far above any real group's, low enough to bound the check. */
+export const MAX_RECIPIENT_DEVICES = 1_024;
+
+/**
+ * `recipientDevices` of an e2e send (socket and REST): the `userId/deviceId` pairs whose
+ * keys the client sealed the message key to (a deviceId has no '/', so the last one splits).
+ */
+export const recipientDevicesSchema = z
+  .array(
+    z.string({ error: 'must be a string' }).regex(/^\P{Cc}{1,128}\/[A-Za-z0-9_-]{1,64}$/u, 'must be userId/deviceId'),
+    { error: 'must be an array of userId/deviceId strings' },
+  )
+  .max(MAX_RECIPIENT_DEVICES, `at most ${MAX_RECIPIENT_DEVICES} devices`)
+  .describe(
+    'e2e conversations only: the userId/deviceId pairs the message key was sealed to. When they differ from the ' +
+      "current members' devices that have a published key (the sending device aside), nothing is stored and the " +
+      'reply is 409 devices_changed with details.missing and details.extra.',
+  );
+
 export const sendMessageBody = z.object({
   clientMsgId: z
     .string({ error: 'must be a string' })
@@ -37,6 +56,7 @@ export const sendMessageBody = z.object({
     .regex(CONTENT_TYPE, 'must be a MIME type like text/plain')
     .optional()
     .describe('default text/plain'),
+  recipientDevices: recipientDevicesSchema.optional(),
   senderId: userIdSchema
     .optional()
     .describe('service tokens only (required for them): the user who sends; user tokens send as their sub'),

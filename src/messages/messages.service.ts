@@ -11,6 +11,7 @@ import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec, type ConversationKey } from './message.codec.js';
 import { MessagesRepository, type NewMessage, type SealedMessage } from './messages.repository.js';
 import { ArrivalOrder } from './arrival-order.js';
+import { E2eRecipients } from './e2e-recipients.service.js';
 import { SendBatcher } from './send-batcher.js';
 
 /** Who is sending: a user's device (socket), or a service/app over REST. */
@@ -27,6 +28,8 @@ export interface SendInput {
   body?: string;
   ciphertext?: string;
   contentType?: string;
+  /** e2e only: the devices the client sealed to, checked against the current ones. */
+  recipientDevices?: string[];
 }
 
 export interface HistoryInput {
@@ -67,6 +70,7 @@ export class MessagesService {
     private readonly codec: MessageCodec,
     private readonly fanout: MessageFanout,
     private readonly batcher: SendBatcher,
+    private readonly recipients: E2eRecipients,
     private readonly config: AppConfig,
   ) {}
 
@@ -76,14 +80,20 @@ export class MessagesService {
     // With the membership cached and no earlier send of the key still waiting, joining now
     // is that order; otherwise the hand-over waits its turn.
     const orderKey = `${sender.socketId ?? `${sender.userId}\n${sender.deviceId}`}\n${input.conversationId}`;
-    const cached = this.membership.cachedMember(input.conversationId, sender.userId);
+    // A send naming its e2e recipients waits for their check, so it takes the ordered path.
+    const { recipientDevices } = input;
+    const cached =
+      recipientDevices === undefined ? this.membership.cachedMember(input.conversationId, sender.userId) : undefined;
     const { key, content, submitted } =
       cached && !this.arrivalOrder.busy(orderKey)
         ? this.submit(this.prepare(sender, input, cached))
         : await this.arrivalOrder.run(
             orderKey,
-            async () =>
-              this.prepare(sender, input, await this.membership.requireMember(input.conversationId, sender.userId)),
+            async () => {
+              const access = await this.membership.requireMember(input.conversationId, sender.userId);
+              if (recipientDevices !== undefined) await this.recipients.check(access, sender, recipientDevices);
+              return this.prepare(sender, input, access);
+            },
             (prepared) => this.submit(prepared),
           );
 

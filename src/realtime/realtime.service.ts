@@ -46,9 +46,14 @@ export class RealtimeService {
     this.namespace.to(userIds.map(rooms.user)).emit('receipt', receipt);
   }
 
-  emitMembership(conversationId: string, userIds: readonly string[], payload: MembershipPayload): void {
-    if (!this.namespace) return;
-    this.namespace.to([rooms.conversation(conversationId), ...userIds.map(rooms.user)]).emit('membership', payload);
+  /**
+   * Tells every connected device of these users (members and the user added or removed),
+   * joined to the conversation or not, on every node: e2e senders keep their recipient
+   * lists from these events.
+   */
+  emitMembership(userIds: readonly string[], payload: MembershipPayload): void {
+    if (!this.namespace || userIds.length === 0) return;
+    this.namespace.to(userIds.map(rooms.user)).emit('membership', payload);
   }
 
   /** Relays a receipt to the sockets joined to the conversation (its ephemeral stream). */

@@ -1,5 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
+import { DeviceDirectory } from '../../src/devices/device-directory.service.js';
 import { deviceKeysReply, deviceReply } from '../../src/devices/devices.schemas.js';
 import type { PageData } from '@messaging-service/client/protocol';
 import { RedisService } from '../../src/redis/redis.service.js';
@@ -9,6 +10,10 @@ import { connect, dataOf, mintToken, type TestClient } from '../support/clients.
 import { createConversation, userId } from '../support/fixtures.js';
 
 type Reply = HttpReply;
+interface OpenApiObject {
+  properties: Record<string, { description?: string }>;
+  required?: string[];
+}
 
 const APNS_TOKEN = 'a1'.repeat(32);
 const PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -129,6 +134,136 @@ describe('REST devices', () => {
       expect((await call('PUT', '/v1/devices/d1', token, { platform: 'web', userId: 'someone-else' })).status).toBe(
         403,
       );
+    });
+  });
+
+  describe('PUT /v1/devices/:deviceId: what an update leaves out', () => {
+    it('keeps the platform and the APNs token of a device that only publishes its key', async () => {
+      const token = await as(userId('alice'));
+      await call('PUT', '/v1/devices/iphone-key', token, { platform: 'ios', apnsToken: APNS_TOKEN });
+      const keyed = await call('PUT', '/v1/devices/iphone-key', token, { publicKey: PUBLIC_KEY });
+      expect(keyed.status).toBe(200);
+      expect(keyed.body.data).toMatchObject({ platform: 'ios', hasApnsToken: true, publicKey: PUBLIC_KEY });
+    });
+
+    it('creates a device from its key alone, with no platform', async () => {
+      const reply = await call('PUT', '/v1/devices/key-only', await as(userId('alice')), { publicKey: PUBLIC_KEY });
+      expect(reply.status).toBe(201);
+      expect(deviceReply.parse(reply.body).data).toMatchObject({
+        platform: null,
+        hasApnsToken: false,
+        publicKey: PUBLIC_KEY,
+      });
+    });
+
+    it('needs the platform once, before any push field', async () => {
+      const alice = userId('alice');
+      const token = await as(alice);
+      const needsPlatform = [{ path: 'platform', message: 'needed once, before any push field' }];
+      // Known from its key alone, from a socket alone, or not at all: no platform yet.
+      expect((await call('PUT', '/v1/devices/no-platform', token, { publicKey: PUBLIC_KEY })).status).toBe(201);
+      await client(alice, 'socket-only');
+      for (const deviceId of ['no-platform', 'socket-only', 'unknown']) {
+        const reply = await call('PUT', `/v1/devices/${deviceId}`, token, { apnsToken: APNS_TOKEN });
+        expect(reply.status, deviceId).toBe(400);
+        expect(reply.body.error.details.problems, deviceId).toEqual(needsPlatform);
+      }
+      // Clearing a push field needs no platform.
+      const cleared = await call('PUT', '/v1/devices/socket-only', token, { apnsToken: null, publicKey: PUBLIC_KEY });
+      expect(cleared.status).toBe(200);
+      expect(cleared.body.data).toMatchObject({ platform: null, hasApnsToken: false, publicKey: PUBLIC_KEY });
+      const set = await call('PUT', '/v1/devices/no-platform', token, { platform: 'ios', apnsToken: APNS_TOKEN });
+      expect(set.body.data).toMatchObject({ platform: 'ios', hasApnsToken: true, publicKey: PUBLIC_KEY });
+    });
+
+    it('checks push fields against the stored platform when the body has none', async () => {
+      const token = await as(userId('alice'));
+      await call('PUT', '/v1/devices/stored-ios', token, { platform: 'ios' });
+      const accepted = await call('PUT', '/v1/devices/stored-ios', token, {
+        apnsToken: APNS_TOKEN,
+        apnsEnvironment: 'production',
+      });
+      expect(accepted.status).toBe(200);
+      expect(accepted.body.data).toMatchObject({ platform: 'ios', hasApnsToken: true, apnsEnvironment: 'production' });
+
+      await call('PUT', '/v1/devices/stored-web', token, { platform: 'web' });
+      const rejected = await call('PUT', '/v1/devices/stored-web', token, { apnsToken: APNS_TOKEN, apnsTopic: 'a.b' });
+      expect(rejected.status).toBe(400);
+      expect(rejected.body.error.details.problems).toEqual([
+        { path: 'apnsToken', message: 'only for platform ios' },
+        { path: 'apnsTopic', message: 'only for platform ios' },
+      ]);
+      // The body's platform wins over the stored one.
+      const switched = await call('PUT', '/v1/devices/stored-ios', token, { platform: 'android', apnsTopic: 'a.b' });
+      expect(switched.body.error.details.problems).toEqual([{ path: 'apnsTopic', message: 'only for platform ios' }]);
+    });
+
+    it('clears the APNs fields of a device that leaves ios', async () => {
+      const token = await as(userId('alice'));
+      await call('PUT', '/v1/devices/leaver', token, {
+        platform: 'ios',
+        apnsToken: APNS_TOKEN,
+        apnsTopic: 'com.example.chat',
+        apnsEnvironment: 'sandbox',
+        publicKey: PUBLIC_KEY,
+      });
+      const web = await call('PUT', '/v1/devices/leaver', token, { platform: 'web' });
+      expect(web.status).toBe(200);
+      expect(web.body.data).toMatchObject({
+        platform: 'web',
+        hasApnsToken: false,
+        apnsTopic: null,
+        apnsEnvironment: null,
+        publicKey: PUBLIC_KEY,
+      });
+      // Back on ios, the old token does not come back.
+      const ios = await call('PUT', '/v1/devices/leaver', token, { platform: 'ios' });
+      expect(ios.body.data).toMatchObject({ platform: 'ios', hasApnsToken: false, apnsTopic: null });
+    });
+
+    it('clears the public key on an explicit null, keeping the platform', async () => {
+      const token = await as(userId('alice'));
+      await call('PUT', '/v1/devices/unkeyed', token, { platform: 'android', publicKey: PUBLIC_KEY });
+      const cleared = await call('PUT', '/v1/devices/unkeyed', token, { publicKey: null });
+      expect(cleared.status).toBe(200);
+      expect(cleared.body.data).toMatchObject({ platform: 'android', publicKey: null });
+    });
+
+    it('tells the device directory each time a key is set, replaced or cleared', async () => {
+      const dave = userId('dave');
+      const token = await as(dave);
+      const changed = vi.spyOn(service.app.get(DeviceDirectory), 'changed');
+      const put = async (body: object) => {
+        changed.mockClear();
+        await call('PUT', '/v1/devices/rekeyed', token, body);
+        return changed.mock.calls;
+      };
+      try {
+        expect(await put({ platform: 'web' }), 'created').toEqual([[dave]]);
+        expect(await put({ platform: 'web' }), 'no key change').toEqual([]);
+        // With the platform in each body, so that only the key changes.
+        expect(await put({ platform: 'web', publicKey: PUBLIC_KEY }), 'set').toEqual([[dave]]);
+        expect(await put({ platform: 'web', publicKey: PUBLIC_KEY }), 'same key').toEqual([]);
+        const otherKey = Buffer.alloc(32, 8).toString('base64');
+        expect(await put({ platform: 'web', publicKey: otherKey }), 'replaced').toEqual([[dave]]);
+        expect(await put({ platform: 'android' }), 'key kept').toEqual([]);
+        expect(await put({ platform: 'android', publicKey: null }), 'cleared').toEqual([[dave]]);
+      } finally {
+        changed.mockRestore();
+      }
+    });
+
+    it('documents platform as optional and null as clearing a field', async () => {
+      const response = await fetch(`${service.url}/docs-json`);
+      const doc = (await response.json()) as {
+        paths: Record<string, Record<string, { requestBody: { content: Record<string, { schema: OpenApiObject }> } }>>;
+      };
+      const body = doc.paths['/v1/devices/{deviceId}'].put.requestBody.content['application/json'].schema;
+      expect(body.required ?? []).not.toContain('platform');
+      for (const field of ['apnsToken', 'apnsTopic', 'apnsEnvironment', 'publicKey']) {
+        expect(body.properties[field].description, field).toMatch(/left out keeps it; null clears it/);
+      }
+      expect(body.properties.platform.description).toMatch(/needed once, before any push field/);
     });
   });
 

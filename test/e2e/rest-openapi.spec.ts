@@ -80,6 +80,7 @@ describe('REST OpenAPI document, errors and metrics', () => {
         'body',
         'ciphertext',
         'contentType',
+        'recipientDevices',
         'senderId',
       ]);
       const params = (route: string, method: string) =>
