@@ -49,10 +49,12 @@ if (!production) {
       `${created ? 'generated' : 'using'} dev ${fromSecrets.join(' and ')} from .local/dev/secrets.json (development only)`,
     );
   }
-  log('building (tsc)');
-  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-    stdio: 'inherit',
-  });
+  log('building (tsc): the client SDK, whose wire types the service compiles against, then the service');
+  for (const project of [join('client', 'tsconfig.build.json'), 'tsconfig.build.json']) {
+    run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], {
+      stdio: 'inherit',
+    });
+  }
   log('mint a dev token with: npm run token -- <userId> [--service]');
 }
 
