@@ -40,6 +40,18 @@ export default defineConfig({
           hookTimeout: 60_000,
         },
       },
+      {
+        plugins,
+        test: {
+          // The demo page in headless chromium (playwright-core), against the service in process.
+          name: 'browser',
+          include: ['test/browser/**/*.spec.ts'],
+          environment: 'node',
+          globalSetup: ['test/support/global-setup.ts', 'test/support/browser-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
     ],
   },
 });

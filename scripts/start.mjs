@@ -49,13 +49,16 @@ if (!production) {
       `${created ? 'generated' : 'using'} dev ${fromSecrets.join(' and ')} from .local/dev/secrets.json (development only)`,
     );
   }
-  log('building (tsc): the client SDK, whose wire types the service compiles against, then the service');
+  log(
+    'building (tsc): the client SDK, whose wire types the service compiles against, then the service, then the demo page (esbuild)',
+  );
   for (const project of [join('client', 'tsconfig.build.json'), 'tsconfig.build.json']) {
     run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], {
       stdio: 'inherit',
     });
   }
-  log('mint a dev token with: npm run token -- <userId> [--service]');
+  run(process.execPath, [join(root, 'scripts', 'build-demo.mjs')], { stdio: 'inherit' });
+  log('the demo chat is at http://localhost:3000/demo (DEMO_ENABLED); tokens: npm run token -- <userId> [--service]');
 }
 
 if (production && !existsSync(join(root, 'dist', 'main.js'))) {

@@ -5,6 +5,7 @@ import { AppConfig } from './config/app-config.js';
 import { ConfigModule } from './config/config.module.js';
 import { ConversationsModule } from './conversations/conversations.module.js';
 import { CryptoModule } from './crypto/crypto.module.js';
+import { DemoModule } from './demo/demo.module.js';
 import { DeviceRegistrationModule } from './devices/device-registration.module.js';
 import { GatewayModule } from './gateway/gateway.module.js';
 import { HealthModule } from './health/health.module.js';
@@ -35,6 +36,8 @@ export class AppModule {
         PushModule,
         DeviceRegistrationModule,
         GatewayModule,
+        // The web chat, outside production by default (DEMO_ENABLED).
+        ...(config.demoEnabled ? [DemoModule.forRoot(config)] : []),
       ],
     };
   }

@@ -29,6 +29,11 @@ export class AppConfig {
   readonly corsOrigins!: string[];
   readonly apns!: ApnsConfig | null;
   readonly migrateOnStart!: boolean;
+  /**
+   * Serve the web chat at /demo. Its dev token endpoint is mounted only outside
+   * production, whatever this says.
+   */
+  readonly demoEnabled!: boolean;
   /** Limits reported in `session` and enforced: body bytes, ids per ack, page size. */
   readonly limits!: { maxMessageBytes: number; maxBatch: number };
   /** Entries one device's offline queue holds at most; past it the oldest are dropped. */

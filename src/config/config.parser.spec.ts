@@ -115,4 +115,12 @@ describe('configuration', () => {
     expect(config.jwt.audience).toEqual(['chat']);
     expect(config.migrateOnStart).toBe(false);
   });
+
+  it('turns the demo on outside production and off in production unless DEMO_ENABLED says otherwise', () => {
+    expect(parseEnv(valid).demoEnabled).toBe(false);
+    expect(parseEnv({ ...valid, DEMO_ENABLED: 'true' }).demoEnabled).toBe(true);
+    expect(parseEnv({ ...valid, NODE_ENV: 'development' }).demoEnabled).toBe(true);
+    expect(parseEnv({ ...valid, NODE_ENV: 'test', DEMO_ENABLED: 'off' }).demoEnabled).toBe(false);
+    expect(problemsOf({ ...valid, DEMO_ENABLED: 'sometimes' })).toEqual([expect.stringMatching(/^DEMO_ENABLED:/)]);
+  });
 });

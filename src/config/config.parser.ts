@@ -64,6 +64,7 @@ export function parseEnv(env: Record<string, string | undefined>): AppConfig {
           }
         : null,
     migrateOnStart: e.MIGRATE_ON_START,
+    demoEnabled: e.DEMO_ENABLED ?? e.NODE_ENV !== 'production',
     limits: { maxMessageBytes: e.MAX_MESSAGE_BYTES, maxBatch: e.MAX_BATCH },
     offlineQueueMax: e.OFFLINE_QUEUE_MAX,
     presenceTtlMs: e.PRESENCE_TTL_MS,

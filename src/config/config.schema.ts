@@ -17,6 +17,20 @@ const boolean = (fallback: boolean) =>
       return z.NEVER;
     });
 
+/** Like `boolean`, but unset stays undefined: the default depends on another variable. */
+const optionalBoolean = () =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const normalized = value.trim().toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(normalized)) return true;
+      if (['false', '0', 'no', 'off'].includes(normalized)) return false;
+      ctx.addIssue({ code: 'custom', message: `must be true or false, got "${value}"` });
+      return z.NEVER;
+    });
+
 const port = () =>
   z
     .string()
@@ -132,6 +146,8 @@ export const envSchema = z.object({
   APNS_HOST: optionalText,
   APNS_PORT: port(),
   MIGRATE_ON_START: boolean(true),
+  // The web chat at /demo; unset: on outside production, off in production.
+  DEMO_ENABLED: optionalBoolean(),
   // Tuning beyond the contract's list (all optional).
   MAX_MESSAGE_BYTES: positiveInt(65_536, 1_048_576),
   MAX_BATCH: positiveInt(100, 1_000),
