@@ -289,35 +289,42 @@ function setBanner(state: string, text: string): void {
 
 // ------------------------------------------------------------------ conversations
 
-function toConversation(json: ConversationJson, previous?: Conversation): Conversation {
+/**
+ * Merges a fetched conversation into what the page holds. An existing entry is updated in
+ * place: a history page or a receipt may be landing on it while the fetch was under way.
+ */
+function mergeConversation(json: ConversationJson): Conversation {
   const others = json.members.filter((member) => member.userId !== me);
   const mine = json.members.find((member) => member.userId === me);
-  const othersReadSeq = Math.max(0, ...others.map((member) => member.readSeq));
-  return {
-    messages: new Map(),
-    loaded: false,
-    hasOlder: false,
-    loadingOlder: false,
-    deliveredIds: new Set(),
-    deliveredSeq: 0,
-    typing: new Map(),
-    ...previous,
+  const conversation = conversations.get(json.id) ?? {
     id: json.id,
     kind: json.kind,
     title: json.title,
-    members: json.members.map((member) => member.userId),
-    lastSeq: Math.max(json.lastSeq, previous?.lastSeq ?? 0),
-    readSeq: Math.max(mine?.readSeq ?? 0, previous?.readSeq ?? 0),
-    othersReadSeq: Math.max(othersReadSeq, previous?.othersReadSeq ?? 0),
+    members: [],
+    lastSeq: 0,
+    readSeq: 0,
+    messages: new Map<number, Message>(),
+    loaded: false,
+    hasOlder: false,
+    loadingOlder: false,
+    deliveredIds: new Set<string>(),
+    deliveredSeq: 0,
+    othersReadSeq: 0,
+    typing: new Map<string, number>(),
   };
+  conversation.title = json.title;
+  conversation.members = json.members.map((member) => member.userId);
+  conversation.lastSeq = Math.max(conversation.lastSeq, json.lastSeq);
+  conversation.readSeq = Math.max(conversation.readSeq, mine?.readSeq ?? 0);
+  conversation.othersReadSeq = Math.max(conversation.othersReadSeq, ...others.map((member) => member.readSeq));
+  conversations.set(json.id, conversation);
+  return conversation;
 }
 
 /** Fetches one conversation with its members and joins it (typing, presence, receipts). */
 async function loadConversation(id: string): Promise<Conversation | null> {
   if (!client) return null;
-  const json = await api<ConversationJson>('GET', `/v1/conversations/${id}`);
-  const conversation = toConversation(json, conversations.get(id));
-  conversations.set(id, conversation);
+  const conversation = mergeConversation(await api<ConversationJson>('GET', `/v1/conversations/${id}`));
   const joined = await client.join(id);
   conversation.lastSeq = Math.max(conversation.lastSeq, joined.lastSeq);
   conversation.readSeq = Math.max(conversation.readSeq, joined.readSeq);
