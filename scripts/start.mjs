@@ -58,7 +58,10 @@ if (!production) {
     });
   }
   run(process.execPath, [join(root, 'scripts', 'build-demo.mjs')], { stdio: 'inherit' });
-  log('the demo chat is at http://localhost:3000/demo (DEMO_ENABLED); tokens: npm run token -- <userId> [--service]');
+  log(
+    `the demo chat: http://localhost:${env.PORT || 3000}/demo (unless DEMO_ENABLED=false); ` +
+      'tokens: npm run token -- <userId> [--service]',
+  );
 }
 
 if (production && !existsSync(join(root, 'dist', 'main.js'))) {

@@ -185,7 +185,7 @@ describe('the demo chat in a real browser', () => {
     await expect.poll(() => alice.locator('#conversation-title').textContent(), { timeout: WAIT_MS }).toBe('Book club');
     const id = await alice.locator('#conversations li[aria-current="true"]').getAttribute('data-id');
 
-    // Carol writes 70 messages through the REST API; Alice then reloads and sees the last page.
+    // Carol writes 70 messages through the REST API.
     const carol = await mintToken('carol');
     for (let n = 1; n <= 70; n += 1) {
       const reply = await httpCall(service.url, 'POST', `/v1/conversations/${id}/messages`, carol, {
@@ -194,6 +194,9 @@ describe('the demo chat in a real browser', () => {
       });
       expect(reply.status).toBe(201);
     }
+    // Alice has the group open: she sees all 70 live before the reload, so none is left
+    // for the catch-up after it, and what she sees next is history's last page alone.
+    await expect.poll(() => alice.locator('#messages li[data-seq]').count(), { timeout: WAIT_MS }).toBe(70);
     await alice.reload();
     const seqs = () =>
       alice

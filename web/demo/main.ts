@@ -517,10 +517,8 @@ async function renderOutbox(): Promise<void> {
   const outbox = new Set((await client.outbox()).map((entry) => entry.clientMsgId));
   const pending = pendingTexts();
   const settled = Object.entries(pending).filter(([id]) => !outbox.has(id) && !inFlight.has(id));
-  if (settled.length === 0) {
-    render();
-    return;
-  }
+  // Nothing left the outbox behind this page's back: the entries on screen are current.
+  if (settled.length === 0) return;
   for (const [id] of settled) delete pending[id];
   savePendingTexts(pending);
   if (client.state !== 'connected') return;
