@@ -12,6 +12,8 @@ COPY prisma.config.ts tsconfig.json tsconfig.build.json ./
 # npm install rather than npm ci: see .ci/run (the lockfile lacks some platforms' optional binaries).
 RUN npm install --no-audit --no-fund
 COPY src ./src
+# The demo page's source: `npm run build` bundles it (served only with DEMO_ENABLED=true in production).
+COPY web ./web
 RUN npm run build && npm prune --omit=dev --ignore-scripts
 
 # Run: production dependencies, compiled code and migrations only.

@@ -216,6 +216,43 @@ describe('the demo chat in a real browser', () => {
   });
 });
 
+describe('the demo chat in production with DEMO_ENABLED on', () => {
+  let service: TestApp;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    service = await startTestApp({ NODE_ENV: 'production', DEMO_ENABLED: 'true' });
+    browser = await chromium.launch({
+      executablePath: inject('CHROMIUM_PATH'),
+      headless: true,
+      args: ['--no-sandbox'],
+      timeout: WAIT_MS,
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await service?.close();
+  });
+
+  it('has no dev tokens, says so, and signs in with a pasted token', async () => {
+    const page = await (await browser.newContext()).newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    await page.goto(`${service.url}/demo`);
+    await page.fill('#signin-name', 'erin');
+    await page.click('#signin-form button[type=submit]');
+    await expect
+      .poll(() => page.locator('#signin-error').textContent(), { timeout: WAIT_MS })
+      .toBe('dev tokens are off here: paste a token');
+
+    await page.click('#signin-form summary');
+    await page.fill('#signin-token', await mintToken('erin'));
+    await page.click('#signin-form button[type=submit]');
+    await expect.poll(() => page.locator('#banner').getAttribute('data-state'), { timeout: WAIT_MS }).toBe('synced');
+    await expect.poll(() => page.locator('#me').textContent()).toBe('erin');
+  });
+});
+
 function screenshotPath(): string {
   mkdirSync(join(SCREENSHOT, '..'), { recursive: true });
   return SCREENSHOT;

@@ -151,6 +151,8 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<T> 
 async function signIn(user: string, pastedToken: string | null): Promise<void> {
   me = user;
   tokens = pastedToken ? () => Promise.resolve(pastedToken) : devTokens(user);
+  // Once up front: a page without dev tokens says so at sign-in rather than retrying.
+  await tokens();
   const deviceId = deviceIdFor(user);
   client = new MessagingClient({
     url: location.origin,
