@@ -105,6 +105,14 @@ const inFlight = new Set<string>();
 let typingIdle: number | undefined;
 let reconnectCountdown: number | undefined;
 
+/**
+ * Work started from an event handler. A failure (often the network, which the SDK heals
+ * on its own) is logged and the page goes on; the next event redraws what is current.
+ */
+function background(work: Promise<unknown>): void {
+  work.catch((error: unknown) => console.warn(`demo: ${error instanceof Error ? error.message : String(error)}`));
+}
+
 // ------------------------------------------------------------------ sign-in and tokens
 
 function deviceIdFor(user: string): string {
@@ -170,7 +178,7 @@ async function signIn(user: string, pastedToken: string | null): Promise<void> {
   await refreshConversations();
   const open = localStorage.getItem(storageKey.open(user));
   if (open && conversations.has(open)) await openConversation(open);
-  window.setInterval(() => void renderOutbox(), OUTBOX_POLL_MS);
+  window.setInterval(() => background(renderOutbox()), OUTBOX_POLL_MS);
 }
 
 ui.signinForm.addEventListener('submit', (event) => {
@@ -196,7 +204,7 @@ function showSignInError(error: unknown): void {
   ui.app.hidden = true;
   ui.signinError.textContent = error instanceof Error ? error.message : String(error);
   localStorage.removeItem(storageKey.user);
-  void client?.close();
+  if (client) background(client.close());
   client = null;
 }
 
@@ -207,9 +215,9 @@ function listen(chat: MessagingClient): void {
   chat.on('synced', ({ delivered }) => {
     setBanner('synced', delivered > 0 ? `Synced · ${delivered} new while away` : 'Synced');
     // Conversations created while this page was away are found by listing again.
-    void refreshConversations();
+    background(refreshConversations());
   });
-  chat.on('message', (message) => void receive(message));
+  chat.on('message', (message) => background(receive(message)));
   chat.on('typing', ({ conversationId, userId, isTyping, expiresAt }) => {
     const conversation = conversations.get(conversationId);
     if (!conversation || userId === me) return;
@@ -253,7 +261,7 @@ function listen(chat: MessagingClient): void {
       render();
       return;
     }
-    void loadConversation(conversationId).then(render);
+    background(loadConversation(conversationId).then(render));
   });
   chat.on('error', (error) => console.warn(`chat: ${error.code}: ${error.message}`));
 }
@@ -415,12 +423,12 @@ async function loadOlder(): Promise<void> {
 }
 
 ui.messages.addEventListener('scroll', () => {
-  if (ui.messages.scrollTop < 40) void loadOlder();
+  if (ui.messages.scrollTop < 40) background(loadOlder());
 });
 
 document.addEventListener('visibilitychange', () => {
   const conversation = current ? conversations.get(current) : undefined;
-  if (conversation) void markRead(conversation);
+  if (conversation) background(markRead(conversation));
 });
 
 ui.newForm.addEventListener('submit', (event) => {
@@ -583,7 +591,7 @@ function renderList(): void {
         element('span', { className: 'unread', text: unreadOf(conversation) ? String(unreadOf(conversation)) : '' }),
       ]);
       item.setAttribute('aria-current', String(conversation.id === current));
-      item.addEventListener('click', () => void openConversation(conversation.id));
+      item.addEventListener('click', () => background(openConversation(conversation.id)));
       return item;
     }),
   );
