@@ -31,10 +31,16 @@ function deviceIdOf(socket: Socket): unknown {
 
 /**
  * Socket.IO middleware for `/v1`: verifies the JWT (auth.token or an Authorization
- * bearer header) and the deviceId before the connection is accepted. Nest guards and
+ * bearer header) and the deviceId, and prepares the session's stored state, before the
+ * connection is accepted. Nest guards and
  * pipes do not run at the handshake, so this is where it happens.
  */
-export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsService, newSessionId: () => string) {
+export function handshakeMiddleware(
+  verifier: TokenVerifier,
+  limits: RateLimitsService,
+  prepareSession: (device: { userId: string; deviceId: string }) => Promise<number>,
+  newSessionId: () => string,
+) {
   return (socket: Socket, next: (error?: Error) => void): void => {
     const deviceId = deviceIdOf(socket);
     verifier
@@ -44,6 +50,7 @@ export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsS
           throw new AppError(ErrorCode.BadRequest, 'deviceId must match ^[A-Za-z0-9_-]{1,64}$');
         }
         await limits.consumeConnect(identity.userId);
+        const unacked = await prepareSession({ userId: identity.userId, deviceId });
         const data: SocketData = {
           userId: identity.userId,
           deviceId,
@@ -51,6 +58,7 @@ export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsS
           connectedAt: Date.now() + (connectionCounter++ % 1000) / 1000,
           tokenExpiresAt: identity.expiresAt,
           isService: identity.isService,
+          unacked,
         };
         socket.data = data;
         next();

@@ -102,7 +102,9 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
 
   afterInit(namespace: RealtimeNamespace): void {
     this.realtime.attach(namespace);
-    namespace.use(handshakeMiddleware(this.verifier, this.limits, randomUUID));
+    namespace.use(
+      handshakeMiddleware(this.verifier, this.limits, (device) => this.sessions.prepare(device), randomUUID),
+    );
   }
 
   handleConnection(socket: AppSocket): void {
