@@ -3,6 +3,7 @@ import type { Socket } from 'socket.io';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { toPublicError } from '../common/error-mapping.js';
 import type { TokenVerifier } from '../auth/token-verifier.service.js';
+import type { ConnectionCaps } from './connection-caps.service.js';
 import type { RateLimitsService } from './rate-limits.service.js';
 import type { SocketData } from '../realtime/realtime.types.js';
 
@@ -38,6 +39,7 @@ function deviceIdOf(socket: Socket): unknown {
 export function handshakeMiddleware(
   verifier: TokenVerifier,
   limits: RateLimitsService,
+  caps: ConnectionCaps,
   prepareSession: (device: { userId: string; deviceId: string }) => Promise<number>,
   newSessionId: () => string,
 ) {
@@ -49,6 +51,7 @@ export function handshakeMiddleware(
         if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) {
           throw new AppError(ErrorCode.BadRequest, 'deviceId must match ^[A-Za-z0-9_-]{1,64}$');
         }
+        caps.acquire(socket.id, identity.userId, socket.handshake.address);
         await limits.consumeConnect(identity.userId);
         const unacked = await prepareSession({ userId: identity.userId, deviceId });
         const data: SocketData = {
@@ -64,6 +67,7 @@ export function handshakeMiddleware(
         next();
       })
       .catch((error: unknown) => {
+        caps.release(socket.id);
         const { code, message, details } = toPublicError(error);
         next(
           new HandshakeError(
