@@ -6,8 +6,10 @@ import { ClientError } from './errors.js';
 import { Inbox } from './inbox.js';
 import { Listeners } from './listeners.js';
 import { Outbox } from './outbox.js';
+import { ERROR_CODES } from './protocol.js';
 import type {
   ClientToServerEvents,
+  ErrorCode,
   ErrorEventPayload,
   JoinData,
   MembershipPayload,
@@ -840,22 +842,8 @@ function randomId(): string {
   return globalThis.crypto.randomUUID();
 }
 
-const WIRE_CODES: ReadonlySet<string> = new Set([
-  'bad_request',
-  'unauthorized',
-  'token_expired',
-  'forbidden',
-  'not_found',
-  'conflict',
-  'devices_changed',
-  'payload_too_large',
-  'rate_limited',
-  'unknown_event',
-  'session_replaced',
-  'unavailable',
-  'internal',
-]);
-function isWireCode(code: string): code is import('./protocol.js').ErrorCode {
+const WIRE_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
+function isWireCode(code: string): code is ErrorCode {
   return WIRE_CODES.has(code);
 }
 

@@ -1,7 +1,7 @@
 /**
  * The wire contract's shapes (PROTOCOL.md section 1): the one source of truth that the
  * service and this SDK both compile against, so renaming an event or a field breaks both
- * builds. Types only: importing this module costs nothing at run time.
+ * builds. Types, and the list of error codes.
  *
  * @example
  *   import type { ClientToServerEvents, ServerToClientEvents } from '@messaging-service/client/protocol';
@@ -9,20 +9,22 @@
  */
 
 /** The error codes of the wire contract (PROTOCOL.md section 3). */
-export type ErrorCode =
-  | 'bad_request'
-  | 'unauthorized'
-  | 'token_expired'
-  | 'forbidden'
-  | 'not_found'
-  | 'conflict'
-  | 'devices_changed'
-  | 'payload_too_large'
-  | 'rate_limited'
-  | 'unknown_event'
-  | 'session_replaced'
-  | 'unavailable'
-  | 'internal';
+export const ERROR_CODES = [
+  'bad_request',
+  'unauthorized',
+  'token_expired',
+  'forbidden',
+  'not_found',
+  'conflict',
+  'devices_changed',
+  'payload_too_large',
+  'rate_limited',
+  'unknown_event',
+  'session_replaced',
+  'unavailable',
+  'internal',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** A message as clients see it. Exactly one of `body` / `ciphertext` is present. */
 export interface WireMessage {

@@ -76,6 +76,17 @@ describe('TokenVerifier', () => {
     expect(await codeOf(verifier().verify(await hs256({ exp: now() + 60 })))).toBe('unauthorized');
   });
 
+  it('refuses a sub that is no user id: control characters (NUL included), or over 128 characters', async () => {
+    for (const sub of ['a\u0000b', 'tab\there', '\u007f', 'x'.repeat(129), '']) {
+      expect(await codeOf(verifier().verify(await hs256({ sub, exp: now() + 60 }))), JSON.stringify(sub)).toBe(
+        'unauthorized',
+      );
+    }
+    expect(await codeOf(verifier().verify(await hs256({ sub: 'ünïcödé user@example.com', exp: now() + 60 })))).toBe(
+      'accepted',
+    );
+  });
+
   it('checks issuer and audience when configured', async () => {
     const strict = verifier({ JWT_ISSUER: 'https://idp.example.com', JWT_AUDIENCE: 'chat' });
     const good = await hs256({ sub: 'a', exp: now() + 60, iss: 'https://idp.example.com', aud: 'chat' });

@@ -6,6 +6,7 @@ import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload } from 'jose';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
+import { USER_ID } from '../common/ids.js';
 
 /** Who a verified token speaks for. */
 export interface Identity {
@@ -84,7 +85,7 @@ export class TokenVerifier {
     } catch (error) {
       throw toAuthError(error);
     }
-    if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 128) {
+    if (typeof payload.sub !== 'string' || !USER_ID.test(payload.sub)) {
       throw new AppError(ErrorCode.Unauthorized, 'token has no valid sub');
     }
     if (typeof payload.exp !== 'number') throw new AppError(ErrorCode.Unauthorized, 'token claim "exp" is not valid');

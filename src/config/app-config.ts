@@ -44,6 +44,8 @@ export class AppConfig {
   readonly typing!: { timeoutMs: number; coalesceMs: number };
   /** Requests per second one socket may make (bursts up to twice that); handshakes per user per minute. */
   readonly rateLimits!: { eventsPerSecond: number; connectsPerMinute: number };
+  /** Live sockets one user, and one peer address (0: no cap), may hold on this instance. */
+  readonly connectionCaps!: { perUser: number; perIp: number };
   readonly logLevel!: LogLevel;
 
   constructor(values: AppConfigValues) {

@@ -59,6 +59,21 @@ const positiveInt = (fallback: number, max: number) =>
       return parsed;
     });
 
+/** As positiveInt, and 0 (turns the limit off). */
+const limitOrOff = (fallback: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return fallback;
+      const parsed = Number(value);
+      if (!Number.isInteger(parsed) || parsed < 0 || parsed > max) {
+        ctx.addIssue({ code: 'custom', message: `must be a whole number from 0 (off) to ${max}, got "${value}"` });
+        return z.NEVER;
+      }
+      return parsed;
+    });
+
 const optionalText = z
   .string()
   .optional()
@@ -146,6 +161,8 @@ export const envSchema = z.object({
   APNS_HOST: optionalText,
   APNS_PORT: port(),
   MIGRATE_ON_START: boolean(true),
+  MAX_CONNECTIONS_PER_USER: positiveInt(50, 1_000_000),
+  MAX_CONNECTIONS_PER_IP: limitOrOff(2_000, 1_000_000),
   // The web chat at /demo; unset: on outside production, off in production.
   DEMO_ENABLED: optionalBoolean(),
   // Tuning beyond the contract's list (all optional).

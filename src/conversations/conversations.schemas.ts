@@ -19,6 +19,7 @@ export const createConversationBody = z.object({
     .trim()
     .min(1, 'must not be empty')
     .max(200, 'must be at most 200 characters')
+    .regex(/^\P{Cc}*$/u, 'must not contain control characters')
     .optional(),
   encryption: z
     .enum(['server', 'e2e'], { error: "must be 'server' or 'e2e'" })

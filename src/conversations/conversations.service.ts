@@ -128,6 +128,9 @@ function encodeCursor(position: ListPosition): string {
   return Buffer.from(JSON.stringify([position.lastActivityAt.getTime(), position.id])).toString('base64url');
 }
 
+/** The largest time a JavaScript Date holds; past it a cursor's time is no date at all. */
+const MAX_DATE_MS = 8.64e15;
+
 function decodeCursor(cursor: string): ListPosition {
   let value: unknown;
   try {
@@ -139,6 +142,7 @@ function decodeCursor(cursor: string): ListPosition {
     Array.isArray(value) &&
     value.length === 2 &&
     Number.isSafeInteger(value[0]) &&
+    Math.abs(value[0] as number) <= MAX_DATE_MS &&
     typeof value[1] === 'string' &&
     UUID.test(value[1])
   ) {

@@ -4,6 +4,7 @@ import { DevicesModule } from '../devices/devices.module.js';
 import { ConversationsModule } from '../conversations/conversations.module.js';
 import { MessagesModule } from '../messages/messages.module.js';
 import { PresenceModule } from '../presence/presence.module.js';
+import { ConnectionCaps } from './connection-caps.service.js';
 import { MessagingGateway } from './messaging.gateway.js';
 import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher } from './request-dispatcher.js';
@@ -11,6 +12,6 @@ import { SessionService } from './session.service.js';
 
 @Module({
   imports: [MessagesModule, DevicesModule, ConversationsModule, PresenceModule],
-  providers: [MessagingGateway, SessionService, RequestDispatcher, RateLimitsService],
+  providers: [MessagingGateway, SessionService, RequestDispatcher, RateLimitsService, ConnectionCaps],
 })
 export class GatewayModule {}

@@ -3,6 +3,7 @@ import type { Socket } from 'socket.io';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { toPublicError } from '../common/error-mapping.js';
 import type { TokenVerifier } from '../auth/token-verifier.service.js';
+import type { ConnectionCaps } from './connection-caps.service.js';
 import type { RateLimitsService } from './rate-limits.service.js';
 import type { SocketData } from '../realtime/realtime.types.js';
 
@@ -31,10 +32,17 @@ function deviceIdOf(socket: Socket): unknown {
 
 /**
  * Socket.IO middleware for `/v1`: verifies the JWT (auth.token or an Authorization
- * bearer header) and the deviceId before the connection is accepted. Nest guards and
+ * bearer header) and the deviceId, and prepares the session's stored state, before the
+ * connection is accepted. Nest guards and
  * pipes do not run at the handshake, so this is where it happens.
  */
-export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsService, newSessionId: () => string) {
+export function handshakeMiddleware(
+  verifier: TokenVerifier,
+  limits: RateLimitsService,
+  caps: ConnectionCaps,
+  prepareSession: (device: { userId: string; deviceId: string }) => Promise<number>,
+  newSessionId: () => string,
+) {
   return (socket: Socket, next: (error?: Error) => void): void => {
     const deviceId = deviceIdOf(socket);
     verifier
@@ -43,7 +51,9 @@ export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsS
         if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) {
           throw new AppError(ErrorCode.BadRequest, 'deviceId must match ^[A-Za-z0-9_-]{1,64}$');
         }
+        caps.acquire(socket.id, identity.userId, socket.handshake.address);
         await limits.consumeConnect(identity.userId);
+        const unacked = await prepareSession({ userId: identity.userId, deviceId });
         const data: SocketData = {
           userId: identity.userId,
           deviceId,
@@ -51,11 +61,13 @@ export function handshakeMiddleware(verifier: TokenVerifier, limits: RateLimitsS
           connectedAt: Date.now() + (connectionCounter++ % 1000) / 1000,
           tokenExpiresAt: identity.expiresAt,
           isService: identity.isService,
+          unacked,
         };
         socket.data = data;
         next();
       })
       .catch((error: unknown) => {
+        caps.release(socket.id);
         const { code, message, details } = toPublicError(error);
         next(
           new HandshakeError(

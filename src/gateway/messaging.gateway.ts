@@ -31,6 +31,7 @@ import {
 import { handshakeMiddleware } from './handshake.middleware.js';
 import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher, type EventHandlers } from './request-dispatcher.js';
+import { ConnectionCaps } from './connection-caps.service.js';
 import { SessionService, type AppSocket } from './session.service.js';
 
 /**
@@ -53,6 +54,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     private readonly streams: ConversationStreamsService,
     private readonly readMarks: ReadMarksService,
     private readonly limits: RateLimitsService,
+    private readonly caps: ConnectionCaps,
     config: AppConfig,
   ) {
     const { maxBatch } = config.limits;
@@ -102,7 +104,9 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
 
   afterInit(namespace: RealtimeNamespace): void {
     this.realtime.attach(namespace);
-    namespace.use(handshakeMiddleware(this.verifier, this.limits, randomUUID));
+    namespace.use(
+      handshakeMiddleware(this.verifier, this.limits, this.caps, (device) => this.sessions.prepare(device), randomUUID),
+    );
   }
 
   handleConnection(socket: AppSocket): void {
@@ -120,6 +124,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
   }
 
   handleDisconnect(socket: AppSocket): void {
+    this.caps.release(socket.id);
     this.sessions.close(socket).catch((error: unknown) => {
       this.logger.warn(`session cleanup failed: ${String(error)}`);
     });

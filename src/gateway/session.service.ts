@@ -46,17 +46,32 @@ export class SessionService {
     return { userId: socket.data.userId, deviceId: socket.data.deviceId };
   }
 
-  async open(socket: AppSocket): Promise<void> {
-    const { userId, deviceId } = socket.data;
-    await this.replaceOlderSockets(socket);
-    const isNew = await this.sightings.seen({ userId, deviceId });
-    if (isNew) {
-      // A new device: it receives what is sent from now on (cursors at the current seqs).
-      // Known devices already have theirs: member additions create them for every device.
-      this.directory.changed(userId);
-      await this.sightings.giveCursors({ userId, deviceId });
+  /**
+   * The part of a session that needs PostgreSQL and Redis, run at the handshake so that a
+   * dependency down refuses the connection with `unavailable` (PROTOCOL.md section 1)
+   * rather than accepting it and cutting it: the device is recorded, and its queue made
+   * ready. Resolves with the queue's length.
+   */
+  async prepare(device: DeviceRef): Promise<number> {
+    try {
+      const isNew = await this.sightings.seen(device);
+      if (isNew) {
+        // A new device: it receives what is sent from now on (cursors at the current seqs).
+        // Known devices already have theirs: member additions create them for every device.
+        this.directory.changed(device.userId);
+        await this.sightings.giveCursors(device);
+      }
+      return await this.delivery.prepare(device, isNew);
+    } catch (error) {
+      this.logger.warn({ msg: 'session setup failed at the handshake', err: error });
+      throw new AppError(ErrorCode.Unavailable, 'could not set up the session; retry later');
     }
-    const unacked = await this.delivery.prepare({ userId, deviceId }, isNew);
+  }
+
+  /** The rest, once connected: one live socket per device, rooms, `session`, presence. */
+  async open(socket: AppSocket): Promise<void> {
+    const { userId, deviceId, unacked } = socket.data;
+    await this.replaceOlderSockets(socket);
     await socket.join(rooms.user(userId));
     this.scheduleExpiry(socket);
     this.metrics.connections.inc();

@@ -1,22 +1,19 @@
-import { Controller, Get, HttpStatus, Res, ServiceUnavailableException } from '@nestjs/common';
-import type { Response } from 'express';
+import { Controller, Get, HttpStatus, Logger, Req, Res } from '@nestjs/common';
+import type { Request, Response } from 'express';
 import { ApiExcludeController } from '@nestjs/swagger';
-import { HealthCheck, HealthCheckService, HealthIndicatorService, type HealthCheckResult } from '@nestjs/terminus';
+import { HealthCheck, HealthCheckService, type HealthCheckResult } from '@nestjs/terminus';
 
-import { AppConfig } from '../config/app-config.js';
 import { HealthRepository } from './health.repository.js';
-
-const CHECK_TIMEOUT_MS = 1_500;
 
 /** Liveness and readiness for orchestrators (PROTOCOL.md section 6). No auth. */
 @ApiExcludeController()
 @Controller('health')
 export class HealthController {
+  private readonly logger = new Logger(HealthController.name);
+
   constructor(
     private readonly health: HealthCheckService,
-    private readonly indicators: HealthIndicatorService,
     private readonly repository: HealthRepository,
-    private readonly config: AppConfig,
   ) {}
 
   /** 200 while the process serves requests. */
@@ -27,36 +24,44 @@ export class HealthController {
   }
 
   /**
-   * 200 when PostgreSQL and Redis answer; 503 naming each one that did not, in
-   * Terminus's body (`{ status: 'error', info, error, details }`), answered here rather
-   * than by the API's error filter so the failing dependency stays visible. `push` is
-   * always up and says whether APNs push is enabled (`{ status: 'up', enabled }`).
+   * 200 when PostgreSQL and Redis answer, else 503; the body names each dependency and its
+   * status only (`{ status, info, error }`, entries `{ status: 'up' | 'down' }`): this
+   * route has no auth, so why a dependency is down (driver messages, addresses) goes to
+   * the log with the request's id, never to the caller. `push` is informational and
+   * always up (push is optional).
    */
   @Get('ready')
-  async ready(@Res({ passthrough: true }) response: Response): Promise<unknown> {
-    try {
-      return await this.check();
-    } catch (error) {
-      if (!(error instanceof ServiceUnavailableException)) throw error;
-      response.status(HttpStatus.SERVICE_UNAVAILABLE);
-      return error.getResponse();
+  async ready(@Req() request: Request, @Res({ passthrough: true }) response: Response): Promise<Readiness> {
+    const checks = {
+      postgres: () => this.repository.pingPostgres(),
+      redis: () => this.repository.pingRedis(),
+    };
+    const results = await Promise.all(
+      Object.entries(checks).map(async ([name, ping]) => {
+        try {
+          await ping();
+          return [name, true] as const;
+        } catch (error) {
+          this.logger.warn({ msg: `readiness: ${name} is down`, requestId: request.id, err: error });
+          return [name, false] as const;
+        }
+      }),
+    );
+    const info: Record<string, { status: 'up' }> = {};
+    const error: Record<string, { status: 'down' }> = {};
+    for (const [name, up] of results) {
+      if (up) info[name] = { status: 'up' };
+      else error[name] = { status: 'down' };
     }
+    info.push = { status: 'up' };
+    const ready = Object.keys(error).length === 0;
+    response.status(ready ? HttpStatus.OK : HttpStatus.SERVICE_UNAVAILABLE);
+    return { status: ready ? 'ok' : 'error', info, error };
   }
+}
 
-  private check(): Promise<HealthCheckResult> {
-    return this.health.check([
-      () =>
-        this.indicators
-          .check('postgres')
-          .attempt(() => this.repository.pingPostgres())
-          .withTimeout(CHECK_TIMEOUT_MS),
-      () =>
-        this.indicators
-          .check('redis')
-          .attempt(() => this.repository.pingRedis())
-          .withTimeout(CHECK_TIMEOUT_MS),
-      // Informational: push is optional, so it never fails readiness.
-      () => this.indicators.check('push').up({ enabled: this.config.apns !== null }),
-    ]);
-  }
+interface Readiness {
+  status: 'ok' | 'error';
+  info: Record<string, { status: 'up' }>;
+  error: Record<string, { status: 'down' }>;
 }

@@ -1,14 +1,17 @@
 import { z } from 'zod';
 
+import { USER_ID } from '../common/ids.js';
+
 /** Schemas shared by the REST handlers (each handler's own schemas sit beside it). */
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
-/** A user id: a token's `sub` (1 to 128 characters). */
+/** A user id: a token's `sub` (1 to 128 characters, no control characters). */
 export const userIdSchema = z
   .string({ error: 'must be a string' })
   .min(1, 'must not be empty')
-  .max(128, 'must be at most 128 characters');
+  .max(128, 'must be at most 128 characters')
+  .regex(USER_ID, 'must not contain control characters');
 
 export const conversationIdSchema = z.string().regex(UUID, 'must be a UUID').describe('conversation id (UUID)');
 

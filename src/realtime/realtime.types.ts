@@ -12,6 +12,8 @@ export interface SocketData {
   connectedAt: number;
   tokenExpiresAt: Date;
   isService: boolean;
+  /** The device's offline-queue length when the handshake made it ready (`session.unacked`). */
+  unacked: number;
 }
 
 /** Room names. Every socket is in its user's and its device's room. */

@@ -16,6 +16,8 @@ import {
   type TestClient,
 } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
+import { startPrivateRedis } from '../support/databases.js';
+import { pollStatus } from '../support/service-process.js';
 
 type Transport = 'websocket' | 'polling';
 
@@ -499,6 +501,33 @@ describe('the handshake with JWT_ISSUER and JWT_AUDIENCE set', () => {
     for (const claim of claims) {
       const token = await mintToken(userId('mallory'), { claims: claim });
       expectRefusal(await connectRefused(service.url, { token, deviceId: 'd1' }), 'unauthorized');
+    }
+  });
+});
+
+describe('a handshake while a dependency is down', () => {
+  it("is refused with connect_error 'unavailable' (not accepted and then cut), and accepted once Redis is back", async () => {
+    const redis = await startPrivateRedis();
+    const service = await startTestApp({ REDIS_URL: redis.url });
+    try {
+      const user = userId('alice');
+      const first = await connect(service.url, user, { deviceId: 'phone' });
+      first.close();
+      await redis.stop();
+      const token = await mintToken(user);
+      const refused = await connectRefused(service.url, { token, deviceId: 'phone' });
+      expect(refused).toEqual({
+        message: 'unavailable',
+        data: { code: 'unavailable', message: 'could not set up the session; retry later' },
+      });
+      await redis.start();
+      await pollStatus(`${service.url}/health/ready`, (s) => s === 200);
+      const back = await connect(service.url, user, { deviceId: 'phone' });
+      expect(back.session.userId).toBe(user);
+      back.close();
+    } finally {
+      await service.close();
+      await redis.stop();
     }
   });
 });

@@ -1,8 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestApp, type TestApp } from '../support/app.js';
+import { parseEnv } from '../../src/config/config.parser.js';
+import { serveTestApp, testEnvironment } from '../support/app.js';
 import { startPrivateRedis } from '../support/databases.js';
+import { freePort } from '../support/free-port.js';
 import { pollStatus } from '../support/service-process.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
 
 describe('health and metrics', () => {
   let service: TestApp;
@@ -58,9 +62,12 @@ describe('readiness when Redis goes away', () => {
       await redis.stop();
       expect(await pollStatus(`${service.url}/health/ready`, (s) => s === 503)).toBe(503);
       const down = await fetch(`${service.url}/health/ready`);
-      const body = (await down.json()) as { error: Record<string, { status: string }>; info: Record<string, unknown> };
-      expect(body.error.redis.status).toBe('down');
-      expect(body.info.postgres).toMatchObject({ status: 'up' });
+      // The dependency and its status only: no driver message, no address.
+      expect(await down.json()).toEqual({
+        status: 'error',
+        info: { postgres: { status: 'up' }, push: { status: 'up' } },
+        error: { redis: { status: 'down' } },
+      });
       expect((await fetch(`${service.url}/health/live`)).status).toBe(200);
 
       await redis.start();
@@ -68,6 +75,35 @@ describe('readiness when Redis goes away', () => {
     } finally {
       await service.close();
       await redis.stop();
+    }
+  });
+});
+
+describe('readiness when PostgreSQL goes away', () => {
+  it('names PostgreSQL and its status only, leaking neither the driver nor the address', async () => {
+    const { env, dropDatabase } = await testEnvironment();
+    const database = new URL(env.DATABASE_URL);
+    // PostgreSQL reached through a proxy that can be pointed at nothing.
+    const proxy = await startTcpProxy(Number(database.port));
+    database.port = String(proxy.port);
+    const service = await serveTestApp(parseEnv({ ...env, DATABASE_URL: database.toString() }), dropDatabase);
+    try {
+      expect(await pollStatus(`${service.url}/health/ready`, (s) => s === 200)).toBe(200);
+      proxy.retarget(await freePort());
+      proxy.cutAll();
+      expect(await pollStatus(`${service.url}/health/ready`, (s) => s === 503)).toBe(503);
+      const down = await fetch(`${service.url}/health/ready`);
+      const text = await down.text();
+      expect(JSON.parse(text)).toEqual({
+        status: 'error',
+        info: { redis: { status: 'up' }, push: { status: 'up' } },
+        error: { postgres: { status: 'down' } },
+      });
+      expect(text).not.toMatch(/prisma|127\.0\.0\.1|ECONNREFUSED|\$queryRaw/i);
+    } finally {
+      await service.stop();
+      await proxy.close();
+      await dropDatabase();
     }
   });
 });
