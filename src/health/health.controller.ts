@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { HealthCheck, HealthCheckService, type HealthCheckResult } from '@nestjs/terminus';
 
+import { AppConfig } from '../config/app-config.js';
 import { HealthRepository } from './health.repository.js';
 
 /** Liveness and readiness for orchestrators (PROTOCOL.md section 6). No auth. */
@@ -14,6 +15,7 @@ export class HealthController {
   constructor(
     private readonly health: HealthCheckService,
     private readonly repository: HealthRepository,
+    private readonly config: AppConfig,
   ) {}
 
   /** 200 while the process serves requests. */
@@ -27,8 +29,8 @@ export class HealthController {
    * 200 when PostgreSQL and Redis answer, else 503; the body names each dependency and its
    * status only (`{ status, info, error }`, entries `{ status: 'up' | 'down' }`): this
    * route has no auth, so why a dependency is down (driver messages, addresses) goes to
-   * the log with the request's id, never to the caller. `push` is informational and
-   * always up (push is optional).
+   * the log with the request's id, never to the caller. `push` is informational ('up',
+   * or 'disabled' without APNs configuration) and never fails readiness.
    */
   @Get('ready')
   async ready(@Req() request: Request, @Res({ passthrough: true }) response: Response): Promise<Readiness> {
@@ -47,13 +49,14 @@ export class HealthController {
         }
       }),
     );
-    const info: Record<string, { status: 'up' }> = {};
+    const info: Record<string, { status: 'up' | 'disabled' }> = {};
     const error: Record<string, { status: 'down' }> = {};
     for (const [name, up] of results) {
       if (up) info[name] = { status: 'up' };
       else error[name] = { status: 'down' };
     }
-    info.push = { status: 'up' };
+    // Informational: push is optional, so it never fails readiness.
+    info.push = { status: this.config.apns === null ? 'disabled' : 'up' };
     const ready = Object.keys(error).length === 0;
     response.status(ready ? HttpStatus.OK : HttpStatus.SERVICE_UNAVAILABLE);
     return { status: ready ? 'ok' : 'error', info, error };
@@ -62,6 +65,6 @@ export class HealthController {
 
 interface Readiness {
   status: 'ok' | 'error';
-  info: Record<string, { status: 'up' }>;
+  info: Record<string, { status: 'up' | 'disabled' }>;
   error: Record<string, { status: 'down' }>;
 }
