@@ -1,6 +1,7 @@
 // `npm run bench`: measures the built service against a bare Socket.IO relay on this machine.
 //
-//   npm run bench                                   every scenario (a few minutes)
+//   npm run bench                                   every scenario but soak (a few minutes)
+//   npm run bench -- --scenario soak                mixed load for 5 minutes, the service's memory sampled
 //   npm run bench -- --scenario throughput          one scenario (repeat or comma-separate for more)
 //   npm run bench -- --quick                        smaller counts, a smoke run (about a minute)
 //   npm run bench -- --scenario throughput --cpu-prof   also profile the service while measuring
@@ -10,7 +11,8 @@
 // empties them, builds the service (npm run build) and runs dist/main.js with
 // NODE_ENV=production and secrets generated for the run, starts bench/bare-relay.mjs, and
 // drives both from forked socket.io-client processes (bench/load-worker.mjs) over loopback;
-// the `client` scenario drives the service through the client SDK (bench/client-worker.mjs).
+// the `client` scenario drives the service through the client SDK (bench/client-worker.mjs),
+// the `soak` scenario through its own mixed load (bench/soak-worker.mjs).
 // It prints a table and writes bench/results.json. Everything it started is stopped at the
 // end, also on an error or Ctrl-C (--keep-services leaves PostgreSQL and Redis running).
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -37,10 +39,10 @@ import {
   track,
   trackedNames,
 } from './lib/processes.mjs';
-import { formatCpu, formatTable, rowsOf } from './lib/report.mjs';
+import { formatCpu, formatSoak, formatTable, rowsOf } from './lib/report.mjs';
 import { formatProfile, summarizeProfile } from './profile-summary.mjs';
 import * as scenarioRunners from './scenarios.mjs';
-import { SCENARIOS, settingsFor } from './scenarios.mjs';
+import { OPT_IN_SCENARIOS, SCENARIOS, settingsFor } from './scenarios.mjs';
 
 const ROOT = join(import.meta.dirname, '..');
 const LOCAL_DIR = join(ROOT, '.local', 'bench');
@@ -51,9 +53,11 @@ const PROFILE_DIR = join(LOCAL_DIR, 'profile');
 
 const USAGE = `usage: npm run bench -- [options]
   --scenario <name>   run only these (repeat or comma-separate): ${SCENARIOS.join(', ')}
-  --quick             smaller counts and shorter runs (smoke run)
+                      (without --scenario: all but ${[...OPT_IN_SCENARIOS].join(', ')}, which runs only when named)
+  --quick             smaller counts and shorter runs (smoke run; the soak lasts 30 s)
   --workers <n>       load-generator processes for the message scenarios (default 2)
   --latency-rate <n>  the latency scenario's offered rate in msg/s (default 1000)
+  --soak-seconds <n>  how long the soak scenario's load runs (default 300, 30 with --quick)
   --cpu-prof          profile the service (V8 sampling profiler over --inspect on loopback) during each
                       measured service run; summaries printed, profiles in .local/bench/profile/
   --no-build          use the existing dist/ instead of running npm run build
@@ -67,6 +71,7 @@ const { values: options } = parseArgs({
     quick: { type: 'boolean', default: false },
     workers: { type: 'string', default: '2' },
     'latency-rate': { type: 'string', default: '1000' },
+    'soak-seconds': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
     'keep-services': { type: 'boolean', default: false },
@@ -79,7 +84,9 @@ if (options.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-const selected = (options.scenario ?? SCENARIOS).flatMap((value) => value.split(',')).map((value) => value.trim());
+const selected = (options.scenario ?? SCENARIOS.filter((name) => !OPT_IN_SCENARIOS.has(name)))
+  .flatMap((value) => value.split(','))
+  .map((value) => value.trim());
 for (const name of selected) {
   if (!SCENARIOS.includes(name)) {
     process.stderr.write(`unknown scenario "${name}"\n${USAGE}\n`);
@@ -87,8 +94,9 @@ for (const name of selected) {
   }
 }
 const scenarios = SCENARIOS.filter((name) => selected.includes(name));
-// Scenarios with no bare-relay run: the relay has no offline queue, and the SDK speaks only the service's protocol.
-const SERVICE_ONLY = new Set(['drain', 'client']);
+// Scenarios with no bare-relay run: the relay has no offline queue, the SDK speaks only the service's
+// protocol, and the soak watches the service's own memory.
+const SERVICE_ONLY = new Set(['drain', 'client', 'soak']);
 const messageWorkerCount = Math.max(1, Number.parseInt(options.workers, 10) || 2);
 
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
@@ -456,6 +464,12 @@ async function main() {
   const latencyRate = Number(options['latency-rate']);
   if (!Number.isFinite(latencyRate) || latencyRate <= 0) throw new Error('--latency-rate must be a positive number');
   settings.latency.ratePerSecond = latencyRate;
+  if (options['soak-seconds'] !== undefined) {
+    const seconds = Number(options['soak-seconds']);
+    if (!Number.isFinite(seconds) || seconds < 10)
+      throw new Error('--soak-seconds must be a number of seconds, at least 10');
+    settings.soak.durationMs = Math.round(seconds * 1000);
+  }
   takeLock();
   log(`scenarios: ${scenarios.join(', ')}${options.quick ? ' (quick)' : ''}`);
 
@@ -729,6 +743,8 @@ async function main() {
     ['bare', 'service'].filter((kind) => entry[kind]?.error).map((kind) => `${name} / ${kind}: ${entry[kind].error}`),
   );
   if (failures.length > 0) out.push('', 'FAILED:', ...failures.map((line) => `  ${line}`));
+  const soakText = formatSoak(results.soak);
+  if (soakText) out.push('', soakText);
   const cpuText = formatCpu(results);
   if (cpuText) out.push('', cpuText);
   for (const [name, profile] of Object.entries(profiles)) {
@@ -753,6 +769,12 @@ function headline(name, result) {
       return `${result.deliveriesPerSecond.toLocaleString('en-US')} deliveries/s (${result.messagesPerSecond} msg/s)`;
     case 'client':
       return `connect p50 ${result.connect.ms.p50} ms, reconnect→synced p50 ${result.reconnect.map((run) => `${run.ms.p50} ms (min delay ${run.backoff.minDelayMs})`).join(', ')}, ${result.sends.perSecond} msg/s one client, ${result.heap.heapPerClientKiB} KB heap per client`;
+    case 'soak':
+      return `${result.storedPerSecond} msg/s stored for ${result.sendingSeconds} s, ${result.reconnects} reconnects, ${result.missing} missing; growth ${Object.entries(
+        result.verdicts,
+      )
+        .map(([key, v]) => `${key} ${v.secondHalfSlopePerMinute}/min ${v.pass ? 'PASS' : 'MISS'}`)
+        .join(', ')}`;
     default:
       return '';
   }

@@ -6,9 +6,12 @@ import { mergeReservoirs, summarize } from './lib/stats.mjs';
 import { rssKiB, sleep } from './lib/processes.mjs';
 
 export { client } from './client-scenario.mjs';
+export { soak } from './soak-scenario.mjs';
 
 // Connections runs first: its RSS baseline is cleanest on a server that has not carried load yet.
-export const SCENARIOS = ['connections', 'throughput', 'latency', 'drain', 'fanout', 'client'];
+export const SCENARIOS = ['connections', 'throughput', 'latency', 'drain', 'fanout', 'client', 'soak'];
+/** Run only when asked for by name: the soak takes minutes on its own. */
+export const OPT_IN_SCENARIOS = new Set(['soak']);
 
 /** Counts and bounds of each scenario; --quick shrinks them for a smoke run. */
 export function settingsFor(quick) {
@@ -74,6 +77,25 @@ export function settingsFor(quick) {
       heapWarmup: 20,
       heapConcurrency: 50,
       heapHoldMs: 1_000,
+      timeoutMs: 15_000,
+    },
+    soak: {
+      // --soak-seconds overrides the duration.
+      durationMs: quick ? 30_000 : 300_000,
+      sampleEveryMs: 1_000,
+      // 200 sockets at 400 msg/s: a steady load well under this machine's capacity, so
+      // what grows is the service's doing and not a backlog of the load.
+      pairs: 100,
+      ratePerSecond: 400,
+      typingEveryMs: 1_000,
+      typingShare: 0.2,
+      // Every 5 s a tenth of the sockets is dropped, each back after a random pause of up to 1 s.
+      reconnectEveryMs: 5_000,
+      reconnectShare: 0.1,
+      reconnectPauseMs: 1_000,
+      joinLeaveEveryMs: 1_000,
+      joinLeavePerTick: 4,
+      maxInFlight: 2_000,
       timeoutMs: 15_000,
     },
   };

@@ -295,7 +295,110 @@ export function rowsOf(results) {
     });
     errors(s, null);
   }
+
+  // The soak: growth over the second half of the run, per series, against SOAK_LIMITS.
+  const soak = results.soak;
+  if (soak) {
+    const s = soak.service;
+    const only = { compare: false };
+    row({
+      scenario: 'soak',
+      figure: `msg/s stored, offered ${number(soak.settings.ratePerSecond)} (${number(soak.settings.pairs)} pairs, ${number(s?.sendingSeconds ?? soak.settings.durationMs / 1000, 0)} s, typing, reconnects, join/leave)`,
+      service: s?.storedPerSecond,
+      format: int,
+      ...only,
+    });
+    row({ figure: 'sockets dropped and reconnected by the load', service: s?.reconnects, format: int, ...only });
+    row({
+      figure: 'messages stored but never received (live or get-unacked)',
+      service: s?.missing,
+      format: int,
+      ...only,
+      target: '0',
+      ok: s?.missing == null ? null : s.missing === 0,
+    });
+    row({ figure: 'send → live receipt p99 ms', service: s?.deliveryMs?.p99, format: ms, ...only });
+    const labels = {
+      rssMiB: 'RSS growth, MB/min (2nd half, linear fit)',
+      heapAfterGcMiB: 'V8 heap used after major GC, growth MB/min',
+      loopP99Ms: 'event-loop delay p99 growth, ms/min',
+      handles: 'active handles growth, /min',
+      resources: 'active resources (handles, timers, …) growth, /min',
+    };
+    for (const [key, label] of Object.entries(labels)) {
+      const v = s?.verdicts?.[key];
+      row({
+        figure: label,
+        service: v?.secondHalfSlopePerMinute,
+        format: (value) => number(value, 2),
+        ...only,
+        target: v ? `< ${number(v.limitPerMinute)}` : '',
+        ok: v?.pass ?? null,
+      });
+    }
+    errors(s, null);
+  }
   return rows;
+}
+
+/** The soak's samples, one row per tenth of the run (means, the loop delay's worst second), and the verdicts. */
+export function formatSoak(soak) {
+  const s = soak?.service;
+  if (!s?.samples?.length) return '';
+  const tenths = Array.from({ length: 10 }, (_, i) =>
+    s.samples.filter((x) => x.t > (i * s.durationSeconds) / 10 && x.t <= ((i + 1) * s.durationSeconds) / 10),
+  ).filter((list) => list.length > 0);
+  const mean = (list, key) => {
+    const values = list.map((x) => x[key]).filter((v) => v !== null && v !== undefined);
+    return values.length > 0 ? values.reduce((a, b) => a + b, 0) / values.length : null;
+  };
+  const max = (list, key) => {
+    const values = list.map((x) => x[key]).filter((v) => v !== null && v !== undefined);
+    return values.length > 0 ? Math.max(...values) : null;
+  };
+  const header = [
+    't s',
+    'RSS MB',
+    'heap MB',
+    'heap after GC',
+    'loop p99 ms',
+    'loop max ms',
+    'handles',
+    'resources',
+    'sockets',
+    'msg/s',
+    'CPU cores',
+  ];
+  const body = tenths.map((list) => [
+    number(list.at(-1).t),
+    number(mean(list, 'rssMiB'), 1),
+    number(mean(list, 'heapMiB'), 1),
+    number(list.findLast((x) => x.heapAfterGcMiB !== null)?.heapAfterGcMiB ?? null, 1),
+    number(max(list, 'loopP99Ms'), 1),
+    number(max(list, 'loopMaxMs'), 1),
+    number(mean(list, 'handles')),
+    number(mean(list, 'resources')),
+    number(mean(list, 'sockets')),
+    number(mean(list, 'storedPerSecond')),
+    number(mean(list, 'cpuCores'), 2),
+  ]);
+  const widths = header.map((title, i) => Math.max(title.length, ...body.map((cells) => cells[i].length)));
+  const line = (cells) => cells.map((cell, i) => cell.padStart(widths[i])).join('  ');
+  const verdicts = Object.entries(s.verdicts).map(
+    ([key, v]) =>
+      `  ${key.padEnd(14)} ${number(v.first, 1)} → ${number(v.last, 1)} (max ${number(v.max, 1)}); 2nd-half slope ${number(v.secondHalfSlopePerMinute, 2)} ${v.unit}/min over ${v.points} points, limit ${number(v.limitPerMinute)}: ${v.pass === null ? 'too few points' : v.pass ? 'PASS' : 'MISS'}`,
+  );
+  return [
+    `soak: the service sampled every second (${s.samples.length} samples, ${s.failedScrapes} failed scrapes); one row per tenth of the run: means, the heap after the tenth's last major GC, the loop delay's worst second (prom-client samples it every 10 ms, so ~10 ms is an idle loop)`,
+    line(header),
+    line(widths.map((width) => '─'.repeat(width))),
+    ...body.map(line),
+    'growth over the second half (least-squares slope; limits and why in bench/soak-scenario.mjs):',
+    ...verdicts,
+    ...(s.durationSeconds < 120
+      ? ['  (a run this short is a smoke test of the scenario; growth needs minutes: the default is 5)']
+      : []),
+  ].join('\n');
 }
 
 const COLUMNS = [
