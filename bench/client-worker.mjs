@@ -13,6 +13,7 @@ import { MessagingClient, memoryStorage } from '@messaging-service/client';
 import { SignJWT } from 'jose';
 
 import { clock } from './lib/stats.mjs';
+import { serveOps } from './lib/worker-ipc.mjs';
 
 const BODY_PAD = 'x'.repeat(96); // the size of the load worker's bodies
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -380,21 +381,4 @@ const ops = {
   'heap.run': heapRun,
 };
 
-process.on('message', (message) => {
-  const { id, op, args } = message ?? {};
-  const handler = ops[op];
-  if (!handler) {
-    process.send?.({ id, ok: false, error: `unknown op ${op}` });
-    return;
-  }
-  Promise.resolve()
-    .then(() => handler(args ?? {}))
-    .then(
-      (result) => process.send?.({ id, ok: true, result }),
-      (error) => process.send?.({ id, ok: false, error: error?.stack ?? String(error) }),
-    );
-});
-
-// The orchestrator went away (error, Ctrl-C): nothing of ours may outlive it.
-process.on('disconnect', () => process.exit(0));
-process.send?.({ type: 'ready', pid: process.pid });
+serveOps(ops);

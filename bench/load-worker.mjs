@@ -10,6 +10,7 @@ import { SignJWT } from 'jose';
 import { io } from 'socket.io-client';
 
 import { Reservoir, clock } from './lib/stats.mjs';
+import { serveOps } from './lib/worker-ipc.mjs';
 
 const RESERVOIR = 20_000;
 const BODY_PAD = 'x'.repeat(96);
@@ -659,21 +660,4 @@ const ops = {
   'fanout.teardown': fanoutTeardown,
 };
 
-process.on('message', (message) => {
-  const { id, op, args } = message ?? {};
-  const handler = ops[op];
-  if (!handler) {
-    process.send?.({ id, ok: false, error: `unknown op ${op}` });
-    return;
-  }
-  Promise.resolve()
-    .then(() => handler(args ?? {}))
-    .then(
-      (result) => process.send?.({ id, ok: true, result }),
-      (error) => process.send?.({ id, ok: false, error: error?.stack ?? String(error) }),
-    );
-});
-
-// The orchestrator went away (error, Ctrl-C): nothing of ours may outlive it.
-process.on('disconnect', () => process.exit(0));
-process.send?.({ type: 'ready', pid: process.pid });
+serveOps(ops);

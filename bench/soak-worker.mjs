@@ -15,6 +15,7 @@ import { SignJWT } from 'jose';
 import { io } from 'socket.io-client';
 
 import { Reservoir, clock } from './lib/stats.mjs';
+import { serveOps } from './lib/worker-ipc.mjs';
 
 const BODY_PAD = 'x'.repeat(96);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -402,20 +403,4 @@ async function teardown() {
 
 const ops = { 'soak.setup': setup, 'soak.run': run, 'soak.teardown': teardown };
 
-process.on('message', (message) => {
-  const { id, op, args } = message ?? {};
-  const handler = ops[op];
-  if (!handler) {
-    process.send?.({ id, ok: false, error: `unknown op ${op}` });
-    return;
-  }
-  Promise.resolve()
-    .then(() => handler(args ?? {}))
-    .then(
-      (result) => process.send?.({ id, ok: true, result }),
-      (error) => process.send?.({ id, ok: false, error: error?.stack ?? String(error) }),
-    );
-});
-
-process.on('disconnect', () => process.exit(0));
-process.send?.({ type: 'ready', pid: process.pid });
+serveOps(ops);
