@@ -773,7 +773,10 @@ function headline(name, result) {
       return `${result.storedPerSecond} msg/s stored for ${result.sendingSeconds} s, ${result.reconnects} reconnects, ${result.missing} missing; growth ${Object.entries(
         result.verdicts,
       )
-        .map(([key, v]) => `${key} ${v.secondHalfSlopePerMinute}/min ${v.pass ? 'PASS' : 'MISS'}`)
+        .map(
+          ([key, v]) =>
+            `${key} ${v.secondHalfSlopePerMinute}/min ${v.pass === null ? 'too few points' : v.pass ? 'PASS' : 'MISS'}`,
+        )
         .join(', ')}`;
     default:
       return '';
