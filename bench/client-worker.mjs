@@ -10,43 +10,15 @@
 import { connect as tcpConnect, createServer } from 'node:net';
 
 import { MessagingClient, memoryStorage } from '@messaging-service/client';
-import { SignJWT } from 'jose';
 
 import { clock } from './lib/stats.mjs';
+import { ErrorTally, tokenFor } from './lib/load-common.mjs';
 import { serveOps } from './lib/worker-ipc.mjs';
 
 const BODY_PAD = 'x'.repeat(96); // the size of the load worker's bodies
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------- helpers
-
-let tokenKey = null;
-
-function tokenFor(target, userId) {
-  tokenKey ??= new TextEncoder().encode(target.secret);
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(userId)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 3600)
-    .sign(tokenKey);
-}
-
-class ErrorTally {
-  constructor() {
-    this.count = 0;
-    this.byCode = {};
-    /** The first message and details seen per code: evidence for the report. */
-    this.firstByCode = {};
-  }
-
-  add(error) {
-    this.count += 1;
-    const code = error?.code ?? 'unknown';
-    this.byCode[code] = (this.byCode[code] ?? 0) + 1;
-    this.firstByCode[code] ??= { message: error?.message, details: error?.details };
-  }
-}
 
 /**
  * A client whose 'state' and 'error' events are kept (the last few), so a connect that

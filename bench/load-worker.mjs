@@ -6,10 +6,10 @@
 //
 // Targets: { kind: 'service', url, secret } (JWT per user, minted here) or
 // { kind: 'bare', url } (the bare relay: auth names the user and the rooms to join).
-import { SignJWT } from 'jose';
 import { io } from 'socket.io-client';
 
 import { Reservoir, clock } from './lib/stats.mjs';
+import { ErrorTally, tokenFor } from './lib/load-common.mjs';
 import { serveOps } from './lib/worker-ipc.mjs';
 
 const RESERVOIR = 20_000;
@@ -17,23 +17,6 @@ const BODY_PAD = 'x'.repeat(96);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------- sockets
-
-const tokenKeys = new Map();
-
-async function tokenFor(target, userId) {
-  if (target.kind !== 'service') return 'bare';
-  let key = tokenKeys.get(target.secret);
-  if (!key) {
-    key = new TextEncoder().encode(target.secret);
-    tokenKeys.set(target.secret, key);
-  }
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(userId)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 3600)
-    .sign(key);
-}
 
 /**
  * Connects one client (websocket transport only, no reconnection) and resolves once the
@@ -149,21 +132,6 @@ function sentAtOf(message) {
   if (typeof text !== 'string') return null;
   const time = Number(text.slice(0, text.indexOf('|')));
   return Number.isFinite(time) ? time : null;
-}
-
-class ErrorTally {
-  constructor() {
-    this.count = 0;
-    this.byCode = {};
-    /** Requests answered rate_limited and sent again after retryAfterMs (not errors). */
-    this.rateLimited = 0;
-  }
-
-  add(error) {
-    this.count += 1;
-    const code = error?.code ?? 'unknown';
-    this.byCode[code] = (this.byCode[code] ?? 0) + 1;
-  }
 }
 
 // ---------------------------------------------------------------------- one-to-one pairs

@@ -11,38 +11,14 @@
 // At the end every receiver is online and drained, and the messages stored but never
 // received are counted (`missing`, expected 0). IPC as in bench/load-worker.mjs:
 //   parent → { id, op, args }      worker → { id, ok: true, result } | { id, ok: false, error }
-import { SignJWT } from 'jose';
 import { io } from 'socket.io-client';
 
 import { Reservoir, clock } from './lib/stats.mjs';
+import { ErrorTally, tokenFor } from './lib/load-common.mjs';
 import { serveOps } from './lib/worker-ipc.mjs';
 
 const BODY_PAD = 'x'.repeat(96);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-class ErrorTally {
-  constructor() {
-    this.count = 0;
-    this.byCode = {};
-    this.rateLimited = 0;
-  }
-
-  add(error) {
-    this.count += 1;
-    const code = error?.code ?? 'unknown';
-    this.byCode[code] = (this.byCode[code] ?? 0) + 1;
-  }
-}
-
-/** A token per connect: a soak may outlast any fixed expiry. */
-function tokenFor(target, userId) {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(userId)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 3600)
-    .sign(new TextEncoder().encode(target.secret));
-}
 
 /** Connects (websocket only, no automatic reconnection) and resolves at `session`. */
 function connect(target, client, token, timeoutMs) {
