@@ -5,8 +5,6 @@ import { Logger } from '@nestjs/common';
 import { createApp } from './bootstrap.js';
 import { ConfigError, parseEnv } from './config/config.parser.js';
 
-const SHUTDOWN_GRACE_MS = 8_000;
-
 async function main(): Promise<void> {
   let config;
   try {
@@ -39,9 +37,9 @@ async function main(): Promise<void> {
     stopping = true;
     logger.log(`${signal}: shutting down`);
     const timer = setTimeout(() => {
-      logger.error(`shutdown took over ${SHUTDOWN_GRACE_MS} ms; exiting`);
+      logger.error(`shutdown took over ${config.shutdownGraceMs} ms; exiting`);
       process.exit(1);
-    }, SHUTDOWN_GRACE_MS);
+    }, config.shutdownGraceMs);
     timer.unref();
     app
       .close()

@@ -46,6 +46,10 @@ export class AppConfig {
   readonly rateLimits!: { eventsPerSecond: number; connectsPerMinute: number };
   /** Live sockets one user, and one peer address (0: no cap), may hold on this instance. */
   readonly connectionCaps!: { perUser: number; perIp: number };
+  /** Bytes written to one socket and not yet taken by the peer; past it the socket is dropped. */
+  readonly socketSendBufferBytes!: number;
+  /** After SIGTERM: how long in-flight work may take before the process exits regardless. */
+  readonly shutdownGraceMs!: number;
   readonly logLevel!: LogLevel;
 
   constructor(values: AppConfigValues) {

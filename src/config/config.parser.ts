@@ -71,6 +71,8 @@ export function parseEnv(env: Record<string, string | undefined>): AppConfig {
     typing: { timeoutMs: e.TYPING_TIMEOUT_MS, coalesceMs: e.TYPING_COALESCE_MS },
     rateLimits: { eventsPerSecond: e.RATE_LIMIT_EVENTS_PER_SEC, connectsPerMinute: e.RATE_LIMIT_CONNECTS_PER_MIN },
     connectionCaps: { perUser: e.MAX_CONNECTIONS_PER_USER, perIp: e.MAX_CONNECTIONS_PER_IP },
+    socketSendBufferBytes: e.SOCKET_SEND_BUFFER_BYTES,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     logLevel: e.LOG_LEVEL,
   });
 }

@@ -163,6 +163,8 @@ export const envSchema = z.object({
   MIGRATE_ON_START: boolean(true),
   MAX_CONNECTIONS_PER_USER: positiveInt(50, 1_000_000),
   MAX_CONNECTIONS_PER_IP: limitOrOff(2_000, 1_000_000),
+  SOCKET_SEND_BUFFER_BYTES: positiveInt(4 * 1024 * 1024, 1024 * 1024 * 1024),
+  SHUTDOWN_GRACE_MS: positiveInt(10_000, 600_000),
   // The web chat at /demo; unset: on outside production, off in production.
   DEMO_ENABLED: optionalBoolean(),
   // Tuning beyond the contract's list (all optional).
