@@ -337,9 +337,35 @@ export async function connections(ctx, kind) {
   const seconds = (Math.max(...parts.map((p) => p.finishedAt)) - Math.min(...parts.map((p) => p.startedAt))) / 1000;
   await onWorkers(workers, 'connections.close', () => ({}), 120_000);
   await ctx.settle();
+  // The same devices again: a known device's connect also audits its queue against
+  // PostgreSQL (a new one has nothing to audit), the reconnect-storm case.
+  from = 0;
+  const again = await onWorkers(
+    workers,
+    'connections.open',
+    (i) => {
+      const args = {
+        target: ctx.target(kind),
+        prefix: `${ctx.runId}-cn-${kind}-u`,
+        from,
+        count: shares[i],
+        concurrency: s.concurrencyPerWorker,
+      };
+      from += shares[i];
+      return args;
+    },
+    300_000,
+  );
+  const reopened = sum(again, (p) => p.opened);
+  const reconnectSeconds =
+    (Math.max(...again.map((p) => p.finishedAt)) - Math.min(...again.map((p) => p.startedAt))) / 1000;
+  await onWorkers(workers, 'connections.close', () => ({}), 120_000);
+  await ctx.settle();
   return {
     requested: s.count,
     opened,
+    reopened,
+    reconnectsPerSecond: round(reopened / reconnectSeconds),
     clientProcesses: workers.length,
     connectSeconds: round(seconds, 2),
     connectsPerSecond: round(opened / seconds),
@@ -354,7 +380,7 @@ export async function connections(ctx, kind) {
       opened > 0 && retainedBefore !== null && retainedAfter !== null
         ? round((retainedAfter - retainedBefore) / 1024 / opened, 2)
         : null,
-    errors: mergeErrors(parts.map((p) => p.errors)),
+    errors: mergeErrors([...parts, ...again].map((p) => p.errors)),
     cpu,
     store: perMessage(store, opened), // per connection here
   };

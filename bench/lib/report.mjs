@@ -83,6 +83,14 @@ export function rowsOf(results) {
       ok: s?.connectsPerSecond == null ? null : s.connectsPerSecond > 1000,
     });
     row({
+      figure: 'reconnects/s (known devices)',
+      service: s?.reconnectsPerSecond,
+      bare: b?.reconnectsPerSecond,
+      format: int,
+      target: '> 1,000/s',
+      ok: s?.reconnectsPerSecond == null ? null : s.reconnectsPerSecond > 1000,
+    });
+    row({
       figure: 'server RSS per connection, KB',
       service: s?.rssPerConnectionKiB,
       bare: b?.rssPerConnectionKiB,

@@ -253,37 +253,6 @@ export class DevicesRepository {
       ],
     });
   }
-
-  /**
-   * What the device's offline queue should hold, from the source of truth: messages past
-   * its cursor in each conversation, not sent by this device itself, oldest first.
-   */
-  async pendingFor(userId: string, deviceId: string, limit: number): Promise<PendingEntry[]> {
-    const { rows } = await this.prisma.sql.query<{
-      id: string;
-      conversation_id: string;
-      seq: string;
-      sender_id: string;
-      created_at: Date;
-    }>({
-      name: 'devices.pendingFor',
-      text: `SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.created_at
-             FROM delivery_cursors dc
-             JOIN messages m ON m.conversation_id = dc.conversation_id AND m.seq > dc.acked_seq
-             WHERE dc.user_id = $1 AND dc.device_id = $2
-               AND NOT (m.sender_id = $1 AND m.sender_device_id = $2)
-             ORDER BY m.created_at, m.conversation_id, m.seq
-             LIMIT $3`,
-      values: [userId, deviceId, limit],
-    });
-    return rows.map((row) => ({
-      messageId: row.id,
-      conversationId: row.conversation_id,
-      seq: Number(row.seq),
-      senderId: row.sender_id,
-      score: row.created_at.getTime(),
-    }));
-  }
 }
 
 interface DeviceRow {
@@ -318,16 +287,6 @@ export interface PushTarget {
   apnsEnvironment: ApnsEnvironment | null;
   /** Every seq up to this one is acked; null when the device has no cursor there. */
   ackedSeq: number | null;
-}
-
-/** One message waiting in a device's offline queue. */
-export interface PendingEntry {
-  messageId: string;
-  conversationId: string;
-  seq: number;
-  senderId: string;
-  /** Queue order: the message's created_at in ms, increasing with seq in a conversation. */
-  score: number;
 }
 
 const keyOf = (userId: string, deviceId: string) => `${userId}\u0000${deviceId}`;

@@ -1,9 +1,13 @@
 import { Injectable, Logger } from '@nestjs/common';
 
+import { batchLoader } from '../common/batch-loader.js';
 import { AppConfig } from '../config/app-config.js';
-import { DevicesRepository, type DeviceRef, type PendingEntry } from '../devices/devices.repository.js';
+import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
 import { CursorWriter } from './cursor-writer.js';
+import { OfflineQueueMetrics } from './offline-queue.metrics.js';
 import { OfflineQueueRepository, type AckResult, type QueuedRef } from './offline-queue.repository.js';
+import type { PendingEntry } from './offline-queue.types.js';
+import { QueueSourceRepository, type QueueAudit } from './queue-source.repository.js';
 
 /** Messages of one tick for the same recipients, written to Redis together. */
 interface PendingGroup {
@@ -15,7 +19,9 @@ interface PendingGroup {
 /**
  * Each device's queue of messages it has not acked. Redis holds the queues; PostgreSQL
  * (messages past each device's delivery cursor) is the source of truth they are rebuilt
- * from when Redis loses them, detected by the epoch key.
+ * from when Redis loses them. A loss of all of Redis is seen by the epoch key; a loss of
+ * part of it (a failover to a replica that missed the last writes, keys evicted or
+ * deleted) by the audit each known device's queue gets when it connects.
  *
  * Bound: a queue holds at most OFFLINE_QUEUE_MAX entries (default 50,000). Past that the
  * oldest are dropped and the device's cursor moves past them; the device then sees a seq
@@ -26,11 +32,17 @@ export class OfflineQueueService {
   private readonly logger = new Logger(OfflineQueueService.name);
   /** Messages queued in this tick, by recipient group; written at the end of the tick. */
   private readonly pending = new Map<string, PendingGroup>();
+  /** Audits of the devices connecting in one event-loop round, in one statement. */
+  private readonly audits = batchLoader<QueueAudit, string[]>((audits) =>
+    this.source.conversationsMissingEntries(audits),
+  );
 
   constructor(
     private readonly queues: OfflineQueueRepository,
+    private readonly source: QueueSourceRepository,
     private readonly devices: DevicesRepository,
     private readonly cursors: CursorWriter,
+    private readonly metrics: OfflineQueueMetrics,
     private readonly config: AppConfig,
   ) {}
 
@@ -83,14 +95,27 @@ export class OfflineQueueService {
   }
 
   /**
-   * At connect: makes the device's queue trustworthy and returns its length, in one
-   * Redis round trip when it is in sync. A device seen for the first time has nothing
-   * to rebuild (its cursors start at the current seqs) and is marked in sync at once.
+   * At connect: makes the device's queue trustworthy and returns its length. One Redis
+   * round trip and one PostgreSQL statement (shared with the devices connecting at the
+   * same time) when it is whole. A device seen for the first time has nothing to rebuild
+   * (its cursors start at the current seqs) and is marked in sync at once.
    */
   async syncedLength(device: DeviceRef, isNew: boolean): Promise<number> {
     const state = await this.queues.syncState(device, isNew);
-    if (state.synced) return state.length;
-    await this.rebuild(device, state.epoch);
+    if (!state.synced) {
+      await this.rebuild(device, state.epoch);
+      return this.queues.length(device);
+    }
+    if (isNew) return state.length;
+    // Structures that disagree are repaired whole; otherwise only the conversations
+    // PostgreSQL holds more for than the queue accounts for.
+    const missing = state.whole ? await this.audits.load({ device, conversations: state.conversations }) : null;
+    if (missing && missing.length === 0) return state.length;
+    const added = await this.repair(device, missing ?? undefined);
+    this.metrics.repairs.inc({ cause: 'partial' });
+    this.logger.warn(
+      `offline queue of a device lacked entries PostgreSQL holds (${missing ? `${missing.length} conversations` : 'structures disagreed'}); ${added} re-queued`,
+    );
     return this.queues.length(device);
   }
 
@@ -101,12 +126,23 @@ export class OfflineQueueService {
   }
 
   private async rebuild(device: DeviceRef, epoch: string): Promise<void> {
-    const pending = await this.devices.pendingFor(device.userId, device.deviceId, this.config.offlineQueueMax);
-    if (pending.length > 0) {
-      await this.queues.enqueueForDevices([device], pending, this.config.offlineQueueMax);
-      this.logger.log(`rebuilt an offline queue from PostgreSQL: ${pending.length} entries`);
-    }
+    const added = await this.repair(device);
+    this.metrics.repairs.inc({ cause: 'epoch' });
+    if (added > 0) this.logger.log(`rebuilt an offline queue from PostgreSQL: ${added} entries`);
     await this.queues.setDeviceEpoch(device, epoch);
+  }
+
+  /**
+   * Queues again what PostgreSQL holds past the device's cursor (in every conversation,
+   * or in `conversationIds`), except what Redis knows the device acked. Returns how many
+   * entries PostgreSQL had.
+   */
+  private async repair(device: DeviceRef, conversationIds?: readonly string[]): Promise<number> {
+    const pending = await this.source.pendingFor(device, this.config.offlineQueueMax, conversationIds);
+    if (pending.length > 0) {
+      await this.queues.enqueueForDevices([device], pending, this.config.offlineQueueMax, 'repair');
+    }
+    return pending.length;
   }
 
   /**
