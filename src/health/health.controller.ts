@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { ApiExcludeController } from '@nestjs/swagger';
 
 import { AppConfig } from '../config/app-config.js';
+import { ShutdownService } from '../lifecycle/shutdown.service.js';
 import { HealthRepository } from './health.repository.js';
 
 /** Liveness and readiness for orchestrators (PROTOCOL.md section 6). No auth. */
@@ -14,6 +15,7 @@ export class HealthController {
   constructor(
     private readonly repository: HealthRepository,
     private readonly config: AppConfig,
+    private readonly shutdown: ShutdownService,
   ) {}
 
   /**
@@ -31,10 +33,16 @@ export class HealthController {
    * status only (`{ status, info, error }`, entries `{ status: 'up' | 'down' }`): this
    * route has no auth, so why a dependency is down (driver messages, addresses) goes to
    * the log with the request's id, never to the caller. `push` is informational ('up',
-   * or 'disabled' without APNs configuration) and never fails readiness.
+   * or 'disabled' without APNs configuration) and never fails readiness. Once SIGTERM
+   * came it is 503 at once (`shutdown: down`), so load balancers stop routing here while
+   * the instance drains.
    */
   @Get('ready')
   async ready(@Req() request: Request, @Res({ passthrough: true }) response: Response): Promise<Readiness> {
+    if (this.shutdown.draining) {
+      response.status(HttpStatus.SERVICE_UNAVAILABLE);
+      return { status: 'error', info: {}, error: { shutdown: { status: 'down' } } };
+    }
     const checks = {
       postgres: () => this.repository.pingPostgres(),
       redis: () => this.repository.pingRedis(),
