@@ -9,6 +9,7 @@ import { DemoModule } from './demo/demo.module.js';
 import { DeviceRegistrationModule } from './devices/device-registration.module.js';
 import { GatewayModule } from './gateway/gateway.module.js';
 import { HealthModule } from './health/health.module.js';
+import { LifecycleModule } from './lifecycle/lifecycle.module.js';
 import { LoggingModule } from './logging/logging.module.js';
 import { MessagesModule } from './messages/messages.module.js';
 import { PrismaModule } from './prisma/prisma.module.js';
@@ -31,6 +32,7 @@ export class AppModule {
         AuthModule,
         HealthModule,
         RealtimeModule,
+        LifecycleModule,
         ConversationsModule,
         MessagesModule,
         PushModule,

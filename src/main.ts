@@ -29,8 +29,9 @@ async function main(): Promise<void> {
   const logger = new Logger('Main');
   logger.log(`listening on http://${config.host}:${config.port} (${config.nodeEnv})`);
 
-  // SIGTERM/SIGINT: stop accepting, close sockets and connections, exit 0. A stuck close
-  // must not keep the process alive, so a timer forces the exit.
+  // SIGTERM/SIGINT: app.close() drains (ShutdownService: refuse new work, answer what is
+  // in flight, disconnect every socket), closes the servers, then PostgreSQL and Redis;
+  // exit 0. A stuck close must not keep the process alive, so a timer forces the exit.
   let stopping = false;
   const shutdown = (signal: NodeJS.Signals): void => {
     if (stopping) return;

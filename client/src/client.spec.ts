@@ -387,6 +387,65 @@ describe('MessagingClient with a server', () => {
     expect(states.some((s) => s.state === 'reconnecting')).toBe(false);
   });
 
+  it("rides out a server shutting down: 'unavailable' and 'io server disconnect' are transient, and the sends go again with the same clientMsgId", async () => {
+    const sendsBySocket: string[][] = [];
+    const disconnectReasons: string[] = [];
+    const server = await serve((socket, index) => {
+      const sends: string[] = [];
+      sendsBySocket.push(sends);
+      answerBasics(socket);
+      socket.on('disconnect', (reason) => void disconnectReasons.push(reason));
+      socket.on('send', (payload: { conversationId: string; clientMsgId: string; body: string }, ack: AnyAck) => {
+        sends.push(payload.clientMsgId);
+        if (index === 0) {
+          // What a draining instance does: the request is answered, then the socket is closed.
+          ack({ ok: false, error: { code: 'unavailable', message: 'the service is shutting down' } });
+          socket.disconnect(true);
+          return;
+        }
+        const message = wireMessage(sends.length, {
+          ...payload,
+          id: `stored-${payload.clientMsgId}`,
+          senderId: 'me',
+          senderDeviceId: DEVICE_ID,
+        });
+        ack({ ok: true, data: { message, duplicate: false } });
+      });
+      socket.emit('session', sessionPayload({ sessionId: `session-${index + 1}` }));
+    });
+    let handshakes = 0;
+    server.io.of('/v1').use((_socket, next) => {
+      // The first reconnect still finds the instance draining.
+      if (++handshakes === 2) {
+        next(Object.assign(new Error('unavailable'), { data: { code: 'unavailable', message: 'shutting down' } }));
+      } else {
+        next();
+      }
+    });
+    const { client, states, errors } = makeClient({ url: server.url });
+
+    await client.connect();
+    const first = client.send('conv-1', { body: 'one' }, { clientMsgId: 'one' });
+    const second = client.send('conv-1', { body: 'two' }, { clientMsgId: 'two' });
+
+    await expect(first).resolves.toMatchObject({ id: 'stored-one' });
+    await expect(second).resolves.toMatchObject({ id: 'stored-two' });
+    expect(disconnectReasons[0]).toBe('server namespace disconnect');
+    expect(handshakes).toBe(3);
+    expect(sendsBySocket[0][0]).toBe('one');
+    expect(sendsBySocket[1]).toEqual(['one', 'two']);
+    expect(states.map((s) => s.state)).toEqual([
+      'connecting',
+      'connected',
+      'reconnecting',
+      'reconnecting',
+      'connected',
+    ]);
+    expect(errors.filter((e) => e.code === 'closed')).toEqual([]);
+    expect(client.metrics()).toMatchObject({ state: 'connected', reconnects: 1, outboxDepth: 0 });
+    expect(client.metrics().resent).toBeGreaterThanOrEqual(1);
+  });
+
   it("asks a token provider once more after an 'unauthorized' handshake, then closes with that error", async () => {
     const server = await serve(() => undefined);
     const tokensSeen: unknown[] = [];

@@ -15,6 +15,7 @@ import { MessagesService } from '../messages/messages.service.js';
 import { RealtimeService, type RealtimeNamespace } from '../realtime/realtime.service.js';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { ReadMarksService } from '../conversations/read-marks.service.js';
+import { ShutdownService } from '../lifecycle/shutdown.service.js';
 import { ConversationStreamsService, type StreamCaller } from '../presence/conversation-streams.service.js';
 import {
   ackSchema,
@@ -55,6 +56,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     private readonly readMarks: ReadMarksService,
     private readonly limits: RateLimitsService,
     private readonly caps: ConnectionCaps,
+    private readonly shutdown: ShutdownService,
     config: AppConfig,
   ) {
     const { maxBatch } = config.limits;
@@ -105,7 +107,14 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
   afterInit(namespace: RealtimeNamespace): void {
     this.realtime.attach(namespace);
     namespace.use(
-      handshakeMiddleware(this.verifier, this.limits, this.caps, (device) => this.sessions.prepare(device), randomUUID),
+      handshakeMiddleware(
+        this.verifier,
+        this.limits,
+        this.caps,
+        this.shutdown,
+        (device) => this.sessions.prepare(device),
+        randomUUID,
+      ),
     );
   }
 
@@ -113,6 +122,8 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     // Handlers are bound before anything async, so no early request is lost; each one
     // waits for the session to be ready.
     const ready = this.sessions.open(socket);
+    // Setup and cleanup use Redis: the drain lets them finish before Redis closes.
+    this.shutdown.track(ready);
     this.dispatcher.bind(socket, this.handlers, ready);
     ready.catch((error: unknown) => {
       // A newer connection of the same device won the race: already told and cut.
@@ -125,7 +136,9 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
 
   handleDisconnect(socket: AppSocket): void {
     this.caps.release(socket.id);
-    this.sessions.close(socket).catch((error: unknown) => {
+    const closed = this.sessions.close(socket);
+    this.shutdown.track(closed);
+    closed.catch((error: unknown) => {
       this.logger.warn(`session cleanup failed: ${String(error)}`);
     });
   }

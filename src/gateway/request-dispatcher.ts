@@ -3,6 +3,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { toPublicError } from '../common/error-mapping.js';
 import { MetricsService } from '../health/metrics.service.js';
+import { ShutdownService, shuttingDown } from '../lifecycle/shutdown.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import type { ClientToServerEvents, Reply } from '@messaging-service/client/protocol';
 import { RateLimitsService } from './rate-limits.service.js';
@@ -23,6 +24,9 @@ export type EventHandlers = {
  * through its ack (`{ ok, data | error }`), or an `error` event when it came without an
  * ack and failed; unknown events are answered `unknown_event`; anything unexpected is
  * `internal` with a request id, logged with its stack, and never leaves the handler.
+ * Every request counts as in flight for the drain: once it began, new ones are answered
+ * `unavailable`, and one still running when the grace runs out is answered `unavailable`
+ * then (its late outcome is dropped, so the one reply it got stays the only one).
  */
 @Injectable()
 export class RequestDispatcher {
@@ -34,6 +38,7 @@ export class RequestDispatcher {
     private readonly metrics: MessagingMetrics,
     private readonly httpMetrics: MetricsService,
     private readonly limits: RateLimitsService,
+    private readonly shutdown: ShutdownService,
   ) {}
 
   /**
@@ -74,12 +79,10 @@ export class RequestDispatcher {
     const payload = ack ? (args.length > 1 ? args[0] : undefined) : args[0];
     const started = performance.now();
     let outcome: string = 'ok';
-    try {
-      if (ready) await ready;
-      await this.limits.consumeEvent(socket.id);
-      const data = await handler(socket, payload);
-      ack?.({ ok: true, data: data ?? {} });
-    } catch (error) {
+    let answered = false;
+    const fail = (error: unknown): void => {
+      if (answered) return;
+      answered = true;
       const requestId = randomId();
       const publicError = toPublicError(error, requestId);
       outcome = publicError.code;
@@ -94,7 +97,21 @@ export class RequestDispatcher {
       } catch (emitError) {
         this.logger.warn(`could not reply to "${event.slice(0, 64)}": ${String(emitError)}`);
       }
+    };
+    const inFlight = this.shutdown.admit(() => fail(shuttingDown()));
+    try {
+      if (!inFlight) throw shuttingDown();
+      if (ready) await ready;
+      await this.limits.consumeEvent(socket.id);
+      const data = await handler(socket, payload);
+      if (!answered) {
+        answered = true;
+        ack?.({ ok: true, data: data ?? {} });
+      }
+    } catch (error) {
+      fail(error);
     } finally {
+      inFlight?.release();
       // Unknown event names are not labels: a client could mint unbounded series.
       const eventLabel = outcome === ErrorCode.UnknownEvent ? 'unknown' : event;
       this.timerFor(eventLabel, outcome).observe((performance.now() - started) / 1000);

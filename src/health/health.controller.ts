@@ -1,9 +1,9 @@
 import { Controller, Get, HttpStatus, Logger, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { ApiExcludeController } from '@nestjs/swagger';
-import { HealthCheck, HealthCheckService, type HealthCheckResult } from '@nestjs/terminus';
 
 import { AppConfig } from '../config/app-config.js';
+import { ShutdownService } from '../lifecycle/shutdown.service.js';
 import { HealthRepository } from './health.repository.js';
 
 /** Liveness and readiness for orchestrators (PROTOCOL.md section 6). No auth. */
@@ -13,16 +13,19 @@ export class HealthController {
   private readonly logger = new Logger(HealthController.name);
 
   constructor(
-    private readonly health: HealthCheckService,
     private readonly repository: HealthRepository,
     private readonly config: AppConfig,
+    private readonly shutdown: ShutdownService,
   ) {}
 
-  /** 200 while the process serves requests. */
+  /**
+   * 200 while the process serves requests, the drain after SIGTERM included: an
+   * orchestrator that saw liveness fail then would kill the instance before it answered
+   * what is in flight (why this is not Terminus' check, which turns 503 at shutdown).
+   */
   @Get('live')
-  @HealthCheck()
-  live(): Promise<HealthCheckResult> {
-    return this.health.check([]);
+  live(): Liveness {
+    return { status: 'ok', info: {}, error: {}, details: {} };
   }
 
   /**
@@ -30,10 +33,16 @@ export class HealthController {
    * status only (`{ status, info, error }`, entries `{ status: 'up' | 'down' }`): this
    * route has no auth, so why a dependency is down (driver messages, addresses) goes to
    * the log with the request's id, never to the caller. `push` is informational ('up',
-   * or 'disabled' without APNs configuration) and never fails readiness.
+   * or 'disabled' without APNs configuration) and never fails readiness. Once SIGTERM
+   * came it is 503 at once (`shutdown: down`), so load balancers stop routing here while
+   * the instance drains.
    */
   @Get('ready')
   async ready(@Req() request: Request, @Res({ passthrough: true }) response: Response): Promise<Readiness> {
+    if (this.shutdown.draining) {
+      response.status(HttpStatus.SERVICE_UNAVAILABLE);
+      return { status: 'error', info: {}, error: { shutdown: { status: 'down' } } };
+    }
     const checks = {
       postgres: () => this.repository.pingPostgres(),
       redis: () => this.repository.pingRedis(),
@@ -61,6 +70,13 @@ export class HealthController {
     response.status(ready ? HttpStatus.OK : HttpStatus.SERVICE_UNAVAILABLE);
     return { status: ready ? 'ok' : 'error', info, error };
   }
+}
+
+interface Liveness {
+  status: 'ok';
+  info: Record<string, never>;
+  error: Record<string, never>;
+  details: Record<string, never>;
 }
 
 interface Readiness {

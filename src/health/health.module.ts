@@ -1,5 +1,4 @@
 import { Global, Module, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
-import { TerminusModule } from '@nestjs/terminus';
 
 import { HealthController } from './health.controller.js';
 import { HealthRepository } from './health.repository.js';
@@ -10,7 +9,6 @@ import { MetricsService } from './metrics.service.js';
 /** Health checks and the metrics registry, which every feature module may use. */
 @Global()
 @Module({
-  imports: [TerminusModule.forRoot({ errorLogStyle: 'json' })],
   controllers: [HealthController, MetricsController],
   providers: [HealthRepository, MetricsService],
   exports: [MetricsService],

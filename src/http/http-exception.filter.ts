@@ -52,6 +52,17 @@ export class HttpExceptionFilter implements ExceptionFilter {
     const requestId =
       typeof request.id === 'string' || typeof request.id === 'number' ? String(request.id) : randomUUID();
 
+    if (response.headersSent) {
+      // The reply went out already (the drain answers `unavailable` to a request that
+      // outlasts the grace): a late failure has nobody left to tell.
+      this.logger.warn({
+        msg: `${request.method} ${request.originalUrl.split('?')[0]} failed after its reply was sent`,
+        requestId,
+        err: exception,
+      });
+      response.end();
+      return;
+    }
     const error = this.toPublic(exception, request, requestId);
     if (error.code === ErrorCode.Internal) {
       this.logger.error({
@@ -61,10 +72,6 @@ export class HttpExceptionFilter implements ExceptionFilter {
       });
     }
     this.metrics.errors.inc({ code: error.code, transport: 'http' });
-    if (response.headersSent) {
-      response.end();
-      return;
-    }
     const status = HTTP_STATUS_BY_CODE[error.code];
     if (status === 401) response.setHeader('WWW-Authenticate', 'Bearer');
     if (error.code === ErrorCode.Unavailable) response.setHeader('Retry-After', '1');

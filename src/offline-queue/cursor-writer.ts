@@ -1,4 +1,4 @@
-import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 
 import { DevicesRepository } from '../devices/devices.repository.js';
 
@@ -21,7 +21,7 @@ interface Pending {
  * ack of the interval instead of one transaction per ack. Flushed at shutdown.
  */
 @Injectable()
-export class CursorWriter implements OnModuleDestroy {
+export class CursorWriter implements OnApplicationShutdown {
   private readonly logger = new Logger(CursorWriter.name);
   private pending = new Map<string, Pending>();
   private timer?: NodeJS.Timeout;
@@ -63,7 +63,7 @@ export class CursorWriter implements OnModuleDestroy {
     await this.flushing;
   }
 
-  async onModuleDestroy(): Promise<void> {
+  async onApplicationShutdown(): Promise<void> {
     await this.flush();
   }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
-import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 
 import { AppConfig } from '../config/app-config.js';
 import { batchLoader } from '../common/batch-loader.js';
@@ -15,7 +15,7 @@ import { PresenceRepository, type SocketPresence } from './presence.repository.j
  * and every instance sweeps expired ones, so a crashed instance's users go offline.
  */
 @Injectable()
-export class PresenceService implements OnModuleInit, OnModuleDestroy {
+export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(PresenceService.name);
   private readonly instanceId = randomUUID();
   private readonly local = new Map<string, SocketPresence>();
@@ -37,7 +37,7 @@ export class PresenceService implements OnModuleInit, OnModuleDestroy {
     this.timer.unref();
   }
 
-  onModuleDestroy(): void {
+  onApplicationShutdown(): void {
     clearInterval(this.timer);
   }
 

@@ -1,4 +1,4 @@
-import { Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
 
 import { AppConfig } from '../config/app-config.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
@@ -17,7 +17,7 @@ interface TypingState {
  * that disconnects; the end is relayed as `isTyping: false`.
  */
 @Injectable()
-export class TypingService implements OnModuleDestroy {
+export class TypingService implements OnApplicationShutdown {
   private readonly states = new Map<string, TypingState>();
 
   constructor(
@@ -60,7 +60,7 @@ export class TypingService implements OnModuleDestroy {
     }
   }
 
-  onModuleDestroy(): void {
+  onApplicationShutdown(): void {
     for (const state of this.states.values()) clearTimeout(state.timer);
     this.states.clear();
   }

@@ -1,4 +1,4 @@
-import { Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 
@@ -14,10 +14,11 @@ export interface Sql {
  * The Prisma client over a `pg` pool (driver adapter), plus that same pool for the hot
  * path: repositories on the message path send their SQL straight through `sql` (named,
  * so PostgreSQL parses each statement once per connection), skipping Prisma's per-query
- * work. Connects at boot, closes at shutdown.
+ * work. Connects at boot; closes at shutdown in onApplicationShutdown, which Nest runs
+ * after the drain and the servers closed, so no request in flight loses its database.
  */
 @Injectable()
-export class PrismaService extends PrismaClient implements OnModuleInit, OnModuleDestroy {
+export class PrismaService extends PrismaClient implements OnModuleInit, OnApplicationShutdown {
   readonly sql: pg.Pool;
 
   constructor(config: AppConfig) {
@@ -48,7 +49,7 @@ export class PrismaService extends PrismaClient implements OnModuleInit, OnModul
     await this.$connect();
   }
 
-  async onModuleDestroy(): Promise<void> {
+  async onApplicationShutdown(): Promise<void> {
     await this.$disconnect();
     await this.sql.end().catch(() => undefined);
   }

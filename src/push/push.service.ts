@@ -1,4 +1,4 @@
-import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 
 import { AppConfig } from '../config/app-config.js';
 import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
@@ -18,7 +18,7 @@ import { PushMetrics } from './push.metrics.js';
  * message and has no live socket. Off, with nothing queued, when APNs is not configured.
  */
 @Injectable()
-export class PushService implements OnModuleInit, OnModuleDestroy {
+export class PushService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(PushService.name);
   /** Enqueues under way, awaited at shutdown. */
   private readonly pending = new Set<Promise<void>>();
@@ -44,7 +44,7 @@ export class PushService implements OnModuleInit, OnModuleDestroy {
     this.open = true;
   }
 
-  async onModuleDestroy(): Promise<void> {
+  async onApplicationShutdown(): Promise<void> {
     if (!this.open) return;
     this.open = false;
     await Promise.allSettled([...this.pending]);

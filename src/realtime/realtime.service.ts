@@ -77,6 +77,15 @@ export class RealtimeService {
     this.namespace.in(rooms.device(userId, deviceId)).disconnectSockets(true);
   }
 
+  /**
+   * Disconnects every socket of this instance, not of the others (shutdown): each client
+   * gets the DISCONNECT packet after what was written before it (replies included), and
+   * sees the reason "io server disconnect".
+   */
+  disconnectLocal(): void {
+    this.namespace?.local.disconnectSockets(true);
+  }
+
   /** `presence` to a conversation's joined sockets, except the user's own. */
   emitPresence(conversationId: string, payload: PresencePayload): void {
     this.namespace?.to(rooms.conversation(conversationId)).except(rooms.user(payload.userId)).emit('presence', payload);

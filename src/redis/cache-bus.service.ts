@@ -4,7 +4,7 @@ import {
   Injectable,
   Logger,
   type OnApplicationBootstrap,
-  type OnModuleDestroy,
+  type OnApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
 import type { Redis } from 'ioredis';
@@ -30,7 +30,7 @@ type Handler = (key: string) => void;
  * periodic count notices instances that went away. When unsure (Redis down), not alone.
  */
 @Injectable()
-export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
+export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(CacheBus.name);
   private readonly handlers = new Map<string, Handler[]>();
   private readonly echoes = new Map<string, () => void>();
@@ -68,7 +68,7 @@ export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnModuleD
     this.timer.unref();
   }
 
-  async onModuleDestroy(): Promise<void> {
+  async onApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
   }

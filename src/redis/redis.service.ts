@@ -1,4 +1,4 @@
-import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 
 import { coalesceWrites } from '../common/write-coalescing.js';
@@ -10,7 +10,7 @@ import { AppConfig } from '../config/app-config.js';
  * `unavailable` instead of hanging.
  */
 @Injectable()
-export class RedisService implements OnModuleDestroy {
+export class RedisService implements OnApplicationShutdown {
   private readonly logger = new Logger(RedisService.name);
   readonly client: Redis;
 
@@ -34,7 +34,8 @@ export class RedisService implements OnModuleDestroy {
     return observeSubscribes(this.client.duplicate());
   }
 
-  async onModuleDestroy(): Promise<void> {
+  /** After the drain and the servers (see PrismaService): nothing in flight still needs it. */
+  async onApplicationShutdown(): Promise<void> {
     await this.client.quit().catch(() => this.client.disconnect());
   }
 }

@@ -43,7 +43,7 @@ describe('master key rotation against PostgreSQL', () => {
   });
 
   afterAll(async () => {
-    await prisma?.onModuleDestroy();
+    await prisma?.onApplicationShutdown();
     await database?.drop();
   });
 
