@@ -128,7 +128,7 @@ describe('offline queue against PostgreSQL', () => {
   it('re-queues one conversation whose entries Redis lost, and nothing acked comes back', async () => {
     const { bob, two, inTwo, unacked, ackedAhead } = await setUp();
     const t = tag(bob, 'phone');
-    const lost = await redis().zrange(`${t}:c:${two}`, 0, -1);
+    const lost = await redis().zrange(`${t}:c:${two}`, '0', '-1');
     expect(lost).toHaveLength(45);
     await redis()
       .multi()
@@ -148,7 +148,7 @@ describe('offline queue against PostgreSQL', () => {
   it('re-queues a conversation whose whole queue, bookkeeping included, Redis lost', async () => {
     const { bob, one, unacked } = await setUp();
     const t = tag(bob, 'phone');
-    const lost = await redis().zrange(`${t}:c:${one}`, 0, -1);
+    const lost = await redis().zrange(`${t}:c:${one}`, '0', '-1');
     await redis()
       .multi()
       .zrem(`${t}:z`, ...lost)
