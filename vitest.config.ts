@@ -21,6 +21,16 @@ export default defineConfig({
       {
         plugins,
         test: {
+          // The dependency checks (advisories, the Socket.IO stack's floors): they read the
+          // lockfile and node_modules and need no services.
+          name: 'supply-chain',
+          include: ['test/supply-chain/**/*.spec.ts'],
+          environment: 'node',
+        },
+      },
+      {
+        plugins,
+        test: {
           name: 'integration',
           include: ['test/integration/**/*.spec.ts'],
           environment: 'node',
