@@ -762,7 +762,7 @@ function headline(name, result) {
     case 'latency':
       return `p50 ${result.deliveryMs.p50} ms, p99 ${result.deliveryMs.p99} ms at ${result.achievedPerSecond} msg/s`;
     case 'connections':
-      return `${result.opened} open, ${result.connectsPerSecond} connects/s (known devices again: ${result.reconnectsPerSecond}/s), ${result.rssPerConnectionKiB} KB RSS each`;
+      return `${result.opened} open, ${result.connectsPerSecond} connects/s (known devices again: ${result.reconnectsPerSecond}/s), ${result.rssPerConnectionKiB} KB RSS each; CPU ms per connect ${JSON.stringify(result.cpuMsPerConnect)}, per reconnect ${JSON.stringify(result.cpuMsPerReconnect)}`;
     case 'drain':
       return `${result.received}/${result.count} drained in ${result.drainSeconds} s (${result.pages} pages)`;
     case 'fanout':

@@ -288,6 +288,14 @@ export async function latency(ctx, kind) {
 
 // ------------------------------------------------------------------------ connections
 
+/** Each measured process's CPU milliseconds per item over a measured stretch. */
+function cpuMsPer(used, count) {
+  if (!count) return null;
+  return Object.fromEntries(
+    Object.entries(used.cores).map(([name, cores]) => [name, round((cores * used.wallSeconds * 1000) / count, 3)]),
+  );
+}
+
 export async function connections(ctx, kind) {
   const s = ctx.settings.connections;
   const workers = ctx.connectionWorkers();
@@ -340,6 +348,7 @@ export async function connections(ctx, kind) {
   // The same devices again: a known device's connect also audits its queue against
   // PostgreSQL (a new one has nothing to audit), the reconnect-storm case.
   from = 0;
+  const measuringAgain = await ctx.begin(kind);
   const again = await onWorkers(
     workers,
     'connections.open',
@@ -356,6 +365,7 @@ export async function connections(ctx, kind) {
     },
     300_000,
   );
+  const { store: _reconnectStore, ...reconnectCpu } = await ctx.end(measuringAgain, 'reconnects');
   const reopened = sum(again, (p) => p.opened);
   const reconnectSeconds =
     (Math.max(...again.map((p) => p.finishedAt)) - Math.min(...again.map((p) => p.startedAt))) / 1000;
@@ -366,6 +376,9 @@ export async function connections(ctx, kind) {
     opened,
     reopened,
     reconnectsPerSecond: round(reopened / reconnectSeconds),
+    // CPU per connect (ms, each process): steadier than rates on a busy machine.
+    cpuMsPerConnect: cpuMsPer(cpu, opened),
+    cpuMsPerReconnect: cpuMsPer(reconnectCpu, reopened),
     clientProcesses: workers.length,
     connectSeconds: round(seconds, 2),
     connectsPerSecond: round(opened / seconds),
