@@ -60,6 +60,9 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     config: AppConfig,
   ) {
     const { maxBatch } = config.limits;
+    // A page a client asked for must not by itself get it cut as a slow consumer; a
+    // quarter of the cap leaves room for live traffic and a request in flight beside it.
+    const pageBytes = Math.floor(config.socketSendBufferBytes / 4);
     const ackPayload = ackSchema(maxBatch);
     const unackedPayload = getUnackedSchema(maxBatch);
     const caller = (socket: AppSocket): StreamCaller => ({
@@ -91,8 +94,10 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
         this.delivery.unacked(
           SessionService.deviceOf(socket),
           parsePayload(unackedPayload, payload).limit ?? Math.min(100, maxBatch),
+          pageBytes,
         ),
-      history: (socket, payload) => this.messages.history(socket.data.userId, parsePayload(historySchema, payload)),
+      history: (socket, payload) =>
+        this.messages.history(socket.data.userId, parsePayload(historySchema, payload), pageBytes),
       auth: async (socket, payload) => {
         const identity = await this.verifier.verify(parsePayload(authSchema, payload).token);
         this.sessions.assertTokenFor(socket, identity.userId);
