@@ -34,6 +34,7 @@ import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher, type EventHandlers } from './request-dispatcher.js';
 import { ConnectionCaps } from './connection-caps.service.js';
 import { SessionService, type AppSocket } from './session.service.js';
+import { SlowConsumers } from './slow-consumers.service.js';
 
 /**
  * The `/v1` realtime edge. Each handler validates its payload against its schema, takes
@@ -56,6 +57,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     private readonly readMarks: ReadMarksService,
     private readonly limits: RateLimitsService,
     private readonly caps: ConnectionCaps,
+    private readonly slowConsumers: SlowConsumers,
     private readonly shutdown: ShutdownService,
     config: AppConfig,
   ) {
@@ -124,6 +126,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
   }
 
   handleConnection(socket: AppSocket): void {
+    this.slowConsumers.watch(socket);
     // Handlers are bound before anything async, so no early request is lost; each one
     // waits for the session to be ready.
     const ready = this.sessions.open(socket);
