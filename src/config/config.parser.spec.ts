@@ -83,6 +83,14 @@ describe('configuration', () => {
     expect(parseEnv({ ...valid, ENCRYPTION_ACTIVE_KEY: '1' }).encryption.activeVersion).toBe(1);
   });
 
+  it('refuses a socket send buffer smaller than four of the largest messages', () => {
+    expect(problemsOf({ ...valid, SOCKET_SEND_BUFFER_BYTES: String(256 * 1024 - 1) })).toEqual([
+      'SOCKET_SEND_BUFFER_BYTES: must be at least 4 × MAX_MESSAGE_BYTES (262144), got 262143',
+    ]);
+    expect(problemsOf({ ...valid, SOCKET_SEND_BUFFER_BYTES: '4096', MAX_MESSAGE_BYTES: '1024' })).toEqual([]);
+    expect(parseEnv(valid).socketSendBufferBytes).toBe(4 * 1024 * 1024);
+  });
+
   it('refuses two JWT key sources at once', () => {
     expect(problemsOf({ ...valid, JWT_JWKS_URL: 'https://idp.example.com/jwks' })).toEqual([
       expect.stringMatching(/^JWT_SECRET: set only one/),

@@ -236,6 +236,16 @@ export function crossFieldProblems(env: Record<string, string | undefined>): Con
   if (present(env.APNS_KEY) && !env.APNS_KEY.includes('PRIVATE KEY')) {
     problems.push({ name: 'APNS_KEY', message: 'must be the contents of the .p8 key (-----BEGIN PRIVATE KEY-----)' });
   }
+  // A socket must hold a few of the largest messages: below that, a client that reads
+  // would be cut as a slow consumer for one large message or a page of them.
+  const sendBuffer = envSchema.shape.SOCKET_SEND_BUFFER_BYTES.safeParse(env.SOCKET_SEND_BUFFER_BYTES);
+  const maxMessage = envSchema.shape.MAX_MESSAGE_BYTES.safeParse(env.MAX_MESSAGE_BYTES);
+  if (sendBuffer.success && maxMessage.success && sendBuffer.data < 4 * maxMessage.data) {
+    problems.push({
+      name: 'SOCKET_SEND_BUFFER_BYTES',
+      message: `must be at least 4 × MAX_MESSAGE_BYTES (${4 * maxMessage.data}), got ${sendBuffer.data}`,
+    });
+  }
   for (const origin of (env.CORS_ORIGINS ?? '')
     .split(',')
     .map((o) => o.trim())

@@ -9,9 +9,10 @@ import { MessagingGateway } from './messaging.gateway.js';
 import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher } from './request-dispatcher.js';
 import { SessionService } from './session.service.js';
+import { SlowConsumers } from './slow-consumers.service.js';
 
 @Module({
   imports: [MessagesModule, DevicesModule, ConversationsModule, PresenceModule],
-  providers: [MessagingGateway, SessionService, RequestDispatcher, RateLimitsService, ConnectionCaps],
+  providers: [MessagingGateway, SessionService, RequestDispatcher, RateLimitsService, ConnectionCaps, SlowConsumers],
 })
 export class GatewayModule {}

@@ -34,6 +34,7 @@ import { RateLimitsService } from './rate-limits.service.js';
 import { RequestDispatcher, type EventHandlers } from './request-dispatcher.js';
 import { ConnectionCaps } from './connection-caps.service.js';
 import { SessionService, type AppSocket } from './session.service.js';
+import { SlowConsumers } from './slow-consumers.service.js';
 
 /**
  * The `/v1` realtime edge. Each handler validates its payload against its schema, takes
@@ -56,10 +57,14 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
     private readonly readMarks: ReadMarksService,
     private readonly limits: RateLimitsService,
     private readonly caps: ConnectionCaps,
+    private readonly slowConsumers: SlowConsumers,
     private readonly shutdown: ShutdownService,
     config: AppConfig,
   ) {
     const { maxBatch } = config.limits;
+    // A page a client asked for must not by itself get it cut as a slow consumer; a
+    // quarter of the cap leaves room for live traffic and a request in flight beside it.
+    const pageBytes = Math.floor(config.socketSendBufferBytes / 4);
     const ackPayload = ackSchema(maxBatch);
     const unackedPayload = getUnackedSchema(maxBatch);
     const caller = (socket: AppSocket): StreamCaller => ({
@@ -91,8 +96,10 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
         this.delivery.unacked(
           SessionService.deviceOf(socket),
           parsePayload(unackedPayload, payload).limit ?? Math.min(100, maxBatch),
+          pageBytes,
         ),
-      history: (socket, payload) => this.messages.history(socket.data.userId, parsePayload(historySchema, payload)),
+      history: (socket, payload) =>
+        this.messages.history(socket.data.userId, parsePayload(historySchema, payload), pageBytes),
       auth: async (socket, payload) => {
         const identity = await this.verifier.verify(parsePayload(authSchema, payload).token);
         this.sessions.assertTokenFor(socket, identity.userId);
@@ -119,6 +126,7 @@ export class MessagingGateway implements OnGatewayInit, OnGatewayConnection, OnG
   }
 
   handleConnection(socket: AppSocket): void {
+    this.slowConsumers.watch(socket);
     // Handlers are bound before anything async, so no early request is lost; each one
     // waits for the session to be ready.
     const ready = this.sessions.open(socket);

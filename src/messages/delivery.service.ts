@@ -6,6 +6,7 @@ import { RealtimeService } from '../realtime/realtime.service.js';
 import type { PageData, ReceiptPayload } from '@messaging-service/client/protocol';
 import { MessagesService } from './messages.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
+import { fitPage } from './page-budget.js';
 
 /** A device's side of delivery: what it has not acked yet, and acking it. */
 @Injectable()
@@ -24,15 +25,19 @@ export class DeliveryService {
     return length;
   }
 
-  /** The oldest `limit` queued messages, without removing them. */
-  async unacked(device: DeviceRef, limit: number): Promise<PageData> {
+  /**
+   * The oldest `limit` queued messages, without removing them; fewer (and `hasMore`)
+   * where more would weigh over `maxBytes` (see fitPage).
+   */
+  async unacked(device: DeviceRef, limit: number, maxBytes = Infinity): Promise<PageData> {
     const { refs, length } = await this.queue.peekSynced(device, limit);
     const { messages, missing, unreadable } = await this.messages.openByIds(refs.map((ref) => ref.messageId));
     // Entries whose message is gone (conversation deleted) or cannot be opened (corrupted
     // at rest, logged) can never be delivered: drop them so the rest of the queue flows.
     const undeliverable = [...missing, ...unreadable];
     await this.queue.discard(device, undeliverable);
-    return { messages, hasMore: length - undeliverable.length > messages.length };
+    const page = fitPage(messages, maxBytes, 'oldest');
+    return { messages: page, hasMore: length - undeliverable.length > page.length };
   }
 
   /** Removes ids from this device's queue; tells each sender's devices they were delivered. */

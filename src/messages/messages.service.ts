@@ -11,6 +11,7 @@ import { MessageFanout } from './message-fanout.service.js';
 import { MessageCodec, type ConversationKey } from './message.codec.js';
 import { MessagesRepository, type NewMessage, type SealedMessage } from './messages.repository.js';
 import { ArrivalOrder } from './arrival-order.js';
+import { fitPage } from './page-budget.js';
 import { E2eRecipients } from './e2e-recipients.service.js';
 import { SendBatcher } from './send-batcher.js';
 
@@ -139,15 +140,26 @@ export class MessagesService {
     return { ...prepared, submitted };
   }
 
-  /** A page of a conversation's messages, ascending by seq. */
-  async history(userId: string, input: HistoryInput): Promise<{ messages: WireMessage[]; hasMore: boolean }> {
+  /**
+   * A page of a conversation's messages, ascending by seq; fewer (and `hasMore`) where
+   * more would weigh over `maxBytes` (see fitPage), dropping those farthest from where
+   * paging started so that the next page's cursor continues from this one.
+   */
+  async history(
+    userId: string,
+    input: HistoryInput,
+    maxBytes = Infinity,
+  ): Promise<{ messages: WireMessage[]; hasMore: boolean }> {
     const access = await this.membership.requireMember(input.conversationId, userId);
     const page = await this.messages.page(access.id, {
       beforeSeq: input.beforeSeq,
       afterSeq: input.afterSeq,
       limit: input.limit ?? 50,
     });
-    return { messages: page.messages.map((row) => this.codec.open(keyOfSealed(row), row)), hasMore: page.hasMore };
+    const opened = page.messages.map((row) => this.codec.open(keyOfSealed(row), row));
+    const forward = input.afterSeq !== undefined && input.beforeSeq === undefined;
+    const messages = fitPage(opened, maxBytes, forward ? 'oldest' : 'newest');
+    return { messages, hasMore: page.hasMore || messages.length < opened.length };
   }
 
   /**

@@ -11,6 +11,7 @@ export class MessagingMetrics {
   readonly messagesAcked: Counter;
   readonly queueDepth: Histogram;
   readonly connections: Gauge;
+  readonly slowConsumerDisconnects: Counter;
   readonly requestDuration: Histogram<'event' | 'outcome'>;
 
   constructor(metrics: MetricsService) {
@@ -29,6 +30,11 @@ export class MessagingMetrics {
       registers,
     });
     this.connections = new Gauge({ name: 'socket_connections', help: 'Connected Socket.IO clients', registers });
+    this.slowConsumerDisconnects = new Counter({
+      name: 'socket_slow_consumer_disconnects_total',
+      help: 'Sockets disconnected for holding more than SOCKET_SEND_BUFFER_BYTES unsent (clients that stopped reading)',
+      registers,
+    });
     this.requestDuration = new Histogram({
       name: 'socket_request_duration_seconds',
       help: 'Socket.IO request latency by event and outcome (ok or error code)',
