@@ -14,7 +14,7 @@ import { PrismaService } from '../../src/prisma/prisma.service.js';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, mintToken } from '../support/clients.js';
-import { waitFor } from '../support/client-harness.js';
+import { storedMessages, waitFor } from '../support/client-harness.js';
 import { createConversation, userId } from '../support/fixtures.js';
 import { httpCall } from '../support/http.js';
 
@@ -181,6 +181,15 @@ describe('end-to-end encryption done by the SDK', () => {
     await waitFor(() => receivedBy(bobWatch, 'e2e-4')?.body === fourth, 'e2e-4 at the watch');
     expect(receivedBy(carolPhone, 'e2e-4')).toBeUndefined();
     expect(receivedBy(carolTablet, 'e2e-4')).toBeUndefined();
+
+    // What the service itself can read of them (its at-rest layer opened): envelopes only.
+    const stored = await storedMessages(service.url, alice, conversationId);
+    expect(stored).toHaveLength(4);
+    for (const message of stored) {
+      expect(message.body).toBeUndefined();
+      const envelope = Buffer.from(message.ciphertext ?? '', 'base64');
+      for (const plaintext of [first, second, third, fourth]) expect(envelope.includes(plaintext)).toBe(false);
+    }
 
     for (const each of [alicePhone, aliceLaptop, bobPhone, bobWatch, carolPhone, carolTablet]) {
       expect(each.errors, `${each.user}/${each.deviceId}`).toEqual([]);
