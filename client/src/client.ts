@@ -158,6 +158,9 @@ const KNOWN_SERVER_EVENTS: ReadonlySet<string> = new Set<keyof ServerToClientEve
   'error',
 ]);
 
+/** A user's device keys are read again after this long (a reinstalled device's new key). */
+const E2E_KEY_MAX_AGE_MS = 60_000;
+
 /** REST statuses to codes, for a reply without a wire error body. */
 const STATUS_CODES: Record<number, ErrorCode> = {
   400: 'bad_request',
@@ -270,6 +273,8 @@ export class MessagingClient {
           saveKey: (key) => this.writer.read(() => storage.putDeviceKey!(key)).catch(storageFailure),
           maxMessageBytes: () => this.session?.limits.maxMessageBytes,
           onKeyChange: (change) => void this.listeners.emit('keyChange', change),
+          keyMaxAgeMs: E2E_KEY_MAX_AGE_MS,
+          now,
         })
       : undefined;
     const e2e = this.e2e;

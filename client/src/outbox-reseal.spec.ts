@@ -102,6 +102,23 @@ describe('Outbox with e2e entries', () => {
     await expect(result).resolves.toMatchObject({ clientMsgId: 'm1', ciphertext: 'sealed-m1-1' });
   });
 
+  it('after a restart, resends what was sealed as it was sent, and seals what was not sealed yet', async () => {
+    const t = setup();
+    const base = { conversationId: 'c1', createdAt: new Date(0).toISOString(), attempts: 1, e2e: true };
+    t.outbox.restore([
+      { ...base, clientMsgId: 'm1', order: 1, body: 'one', ciphertext: 'as-sent', recipientDevices: ['bob/phone'] },
+      { ...base, clientMsgId: 'm2', order: 2, body: 'two', attempts: 0 },
+    ]);
+    t.outbox.pumpAll();
+    await flush();
+
+    expect(t.wire.map((w) => w.payload)).toEqual([
+      { conversationId: 'c1', clientMsgId: 'm1', ciphertext: 'as-sent', recipientDevices: ['bob/phone'] },
+      { conversationId: 'c1', clientMsgId: 'm2', ciphertext: 'sealed-m2-1', recipientDevices: ['bob/phone'] },
+    ]);
+    expect(t.seal).toHaveBeenCalledTimes(1);
+  });
+
   it('sends the body as is when the conversation turns out not to be e2e', async () => {
     const t = setup();
     const result = t.send('m1', 'server-mode');

@@ -37,6 +37,15 @@ export interface EndToEndDeps {
   saveKey(key: StoredDeviceKey): Promise<void>;
   maxMessageBytes(): number | undefined;
   onKeyChange(change: KeyChange): void;
+  /**
+   * How long a user's device keys are used before they are read again. The service's
+   * recipient check compares `userId/deviceId` pairs, not keys, so a device that
+   * re-publishes a new key under the same id (a reinstall) is noticed only by reading
+   * again: this bounds how long messages go to its old key.
+   */
+  keyMaxAgeMs: number;
+  /** Milliseconds, monotonic (tests pass their own). */
+  now(): number;
 }
 
 interface ConversationInfo {
@@ -56,6 +65,8 @@ export class EndToEnd {
   private published = false;
   private readonly conversations = new Map<string, Promise<ConversationInfo>>();
   private readonly userKeys = new Map<string, Promise<Map<string, Uint8Array>>>();
+  /** When each user's keys were asked for. */
+  private readonly keysAskedAt = new Map<string, number>();
   /** The last member list read per conversation (what a membership event invalidates). */
   private readonly members = new Map<string, string[]>();
   /** Fingerprints seen per `userId/deviceId`, to notice a key that changed. */
@@ -220,7 +231,9 @@ export class EndToEnd {
 
   private keysOf(userId: string): Promise<Map<string, Uint8Array>> {
     let keys = this.userKeys.get(userId);
-    if (!keys) {
+    const askedAt = this.keysAskedAt.get(userId);
+    if (!keys || askedAt === undefined || this.deps.now() - askedAt > this.deps.keyMaxAgeMs) {
+      this.keysAskedAt.set(userId, this.deps.now());
       keys = this.deps
         .rest<{ deviceId: string; publicKey: string }[]>('GET', `/v1/users/${encodeURIComponent(userId)}/devices/keys`)
         .then((devices) => {
