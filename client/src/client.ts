@@ -161,6 +161,9 @@ const KNOWN_SERVER_EVENTS: ReadonlySet<string> = new Set<keyof ServerToClientEve
 /** A user's device keys are read again after this long (a reinstalled device's new key). */
 const E2E_KEY_MAX_AGE_MS = 60_000;
 
+/** Failures to publish the device key that end the client (connect() rejects with them). */
+const KEY_PUBLISH_FINAL: ReadonlySet<string> = new Set(['storage_error', 'bad_request', 'forbidden', 'conflict']);
+
 /** REST statuses to codes, for a reply without a wire error body. */
 const STATUS_CODES: Record<number, ErrorCode> = {
   400: 'bad_request',
@@ -529,7 +532,12 @@ export class MessagingClient {
       } catch (error) {
         if (this.abandoned(generation)) return;
         const failure = ClientError.from(error, 'unavailable');
-        if (failure.code === 'storage_error' || failure.code === 'bad_request') return this.shutDown(failure);
+        // The token or the device id is refused, as a handshake would refuse them.
+        if (failure.code === 'unauthorized' || failure.code === 'token_expired' || failure.code === 'rate_limited') {
+          return this.onHandshakeRefused(failure.code, failure.details);
+        }
+        // No retry helps: the key cannot be kept, or the device is not this user's to key.
+        if (KEY_PUBLISH_FINAL.has(failure.code)) return this.shutDown(failure);
         this.reportError(failure);
         return this.scheduleRetry();
       }

@@ -4,6 +4,7 @@ import {
   MessagingClient,
   memoryStorage,
   type ClientError,
+  type ClientStorage,
   type KeyChange,
   type MembershipPayload,
   type Message,
@@ -100,6 +101,23 @@ describe('end-to-end encryption done by the SDK', () => {
     expect(keys.body.data).toEqual([{ deviceId: 'phone', publicKey: expect.any(String) as string }]);
     const fingerprint = await reader.deviceKeyFingerprint();
     expect(fingerprint).toMatch(/^[0-9a-f]{4}( [0-9a-f]{4}){15}$/);
+  });
+
+  it('rejects connect() when the key cannot be published with a refused token, and needs a storage that keeps keys', async () => {
+    const refused = new MessagingClient({ url: service.url, deviceId: 'phone', token: 'not-a-jwt', e2e: true });
+    await expect(refused.connect()).rejects.toMatchObject({ code: 'unauthorized' });
+    expect(refused.state).toBe('closed');
+
+    const full = memoryStorage();
+    const withoutKeys: ClientStorage = {
+      load: () => full.load(),
+      putOutbox: (entries) => full.putOutbox(entries),
+      deleteOutbox: (ids) => full.deleteOutbox(ids),
+      setHighWater: (marks) => full.setHighWater(marks),
+    };
+    expect(
+      () => new MessagingClient({ url: service.url, deviceId: 'phone', token: 'x', storage: withoutKeys, e2e: true }),
+    ).toThrow('e2e: true needs a storage with getDeviceKey and putDeviceKey');
   });
 
   it('three users, five devices: every member device and the sender\u2019s other device read; a device added later does not read what came before; a removed member gets no key for later messages; devices_changed is invisible to the app', async () => {
