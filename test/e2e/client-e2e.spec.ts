@@ -1,6 +1,11 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import {
+  fileStorage,
   MessagingClient,
   memoryStorage,
   type ClientError,
@@ -46,12 +51,12 @@ describe('end-to-end encryption done by the SDK', () => {
     await service.close();
   });
 
-  async function device(user: string, deviceId: string): Promise<Device> {
+  async function device(user: string, deviceId: string, storage = memoryStorage()): Promise<Device> {
     const created = new MessagingClient({
       url: service.url,
       deviceId,
       token: () => mintToken(user),
-      storage: memoryStorage(),
+      storage,
       reconnect: { minDelayMs: 20, maxDelayMs: 200 },
       e2e: true,
     });
@@ -212,6 +217,27 @@ describe('end-to-end encryption done by the SDK', () => {
     for (const each of [alicePhone, aliceLaptop, bobPhone, bobWatch, carolPhone, carolTablet]) {
       expect(each.errors, `${each.user}/${each.deviceId}`).toEqual([]);
       expect(each.keyChanges).toEqual([]);
+    }
+  });
+
+  it('keeps the key pair in a durable storage: after a restart the device has the same key and reads its history', async () => {
+    const [alice, bob] = [userId('alice'), userId('bob')];
+    const conversationId = await createConversation(service, alice, [bob], { encryption: 'e2e' });
+    const dir = await mkdtemp(join(tmpdir(), 'e2e-key-'));
+    try {
+      const first = await device(bob, 'laptop', fileStorage(dir));
+      const fingerprint = await first.deviceKeyFingerprint();
+      const alicePhone = await device(alice, 'phone');
+      const body = secret('before the restart');
+      await alicePhone.send(conversationId, { body });
+      await first.close();
+
+      const restarted = await device(bob, 'laptop', fileStorage(dir));
+      expect(await restarted.deviceKeyFingerprint()).toBe(fingerprint);
+      const history = await restarted.history(conversationId, { afterSeq: 0 });
+      expect(history.messages.map((m) => m.body)).toEqual([body]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
