@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ClientError } from './errors.js';
 import { MAX_RESEALS, Outbox } from './outbox.js';
 import type { Reply, SendData, SendPayload, WireMessage } from './protocol.js';
-import { flush } from './spec-support.js';
+import { deferred, flush } from './spec-support.js';
 import { StorageWriter } from './storage-writer.js';
 import { memoryStorage } from './storage/memory.js';
 import type { StoredSend } from './storage/storage.js';
@@ -21,11 +21,16 @@ function setup() {
   let seals = 0;
   let sealFailure: ClientError | undefined;
   let seq = 0;
-  const seal = vi.fn((entry: StoredSend) => {
-    if (sealFailure) return Promise.reject(sealFailure);
-    if (entry.conversationId === 'server-mode') return Promise.resolve(undefined);
+  /** Seals of these clientMsgIds wait for the promise (keys read at the start, as a real seal does). */
+  const gates = new Map<string, Promise<void>>();
+  const seal = vi.fn(async (entry: StoredSend) => {
+    if (sealFailure) throw sealFailure;
+    if (entry.conversationId === 'server-mode') return undefined;
+    const sealedTo = [...recipients];
     seals++;
-    return Promise.resolve({ ciphertext: `sealed-${entry.clientMsgId}-${seals}`, recipientDevices: [...recipients] });
+    const ciphertext = `sealed-${entry.clientMsgId}-${seals}`;
+    await gates.get(entry.clientMsgId);
+    return { ciphertext, recipientDevices: sealedTo };
   });
   const outbox = new Outbox({
     writer,
@@ -53,6 +58,7 @@ function setup() {
     errors,
     refreshes,
     seal,
+    gates,
     failSealing: (error: ClientError | undefined) => (sealFailure = error),
     send: (clientMsgId: string, conversationId = 'c1') =>
       outbox.send({ clientMsgId, conversationId, body: `secret ${clientMsgId}`, e2e: true }),
@@ -178,6 +184,30 @@ describe('Outbox with e2e entries', () => {
     ]);
     expect(t.errors).toEqual([]);
     expect((await t.storage.load()).outbox).toEqual([]);
+  });
+
+  it('throws away a seal begun before devices_changed came back, and seals that entry again', async () => {
+    const t = setup();
+    const gate = deferred();
+    t.gates.set('m2', gate.promise);
+    const results = [t.send('m1'), t.send('m2')];
+    await flush();
+    // m1 is on the wire; m2 is being sealed from the keys as they were.
+    expect(t.wire.map((w) => w.payload.clientMsgId)).toEqual(['m1']);
+
+    t.devicesChanged(0);
+    await flush();
+    gate.resolve();
+    t.gates.delete('m2');
+    await flush();
+
+    expect(t.wire.slice(1).map((w) => [w.payload.clientMsgId, w.payload.recipientDevices])).toEqual([
+      ['m1', ['bob/phone', 'bob/tablet']],
+      ['m2', ['bob/phone', 'bob/tablet']],
+    ]);
+    t.ok(1);
+    t.ok(2);
+    expect((await Promise.all(results)).map((m) => m.seq)).toEqual([1, 2]);
   });
 
   it(`rejects with devices_changed after ${MAX_RESEALS} reseals in a row, and leaves the outbox`, async () => {

@@ -67,6 +67,8 @@ interface Lane {
   sealing: boolean;
   /** After `devices_changed`: the key refresh the lane waits for before sealing again. */
   refreshing: number;
+  /** Bumped by each `devices_changed`: a seal begun before it used the stale keys. */
+  sealEpoch: number;
 }
 
 /**
@@ -187,7 +189,11 @@ export class Outbox {
   private laneOf(pending: Pending): Lane {
     const id = pending.entry.conversationId;
     let lane = this.lanes.get(id);
-    if (!lane) this.lanes.set(id, (lane = { items: [], inFlight: 0, pausedUntil: 0, sealing: false, refreshing: 0 }));
+    if (!lane)
+      this.lanes.set(
+        id,
+        (lane = { items: [], inFlight: 0, pausedUntil: 0, sealing: false, refreshing: 0, sealEpoch: 0 }),
+      );
     return lane;
   }
 
@@ -219,10 +225,13 @@ export class Outbox {
     }
     lane.sealing = true;
     const { entry } = pending;
+    const epoch = lane.sealEpoch;
     this.deps.seal(entry).then(
       (sealed) => {
         lane.sealing = false;
         if (pending.done || this.closed) return;
+        // devices_changed came back meanwhile: sealed from stale keys, so sealed again.
+        if (epoch !== lane.sealEpoch) return this.pump(lane);
         if (sealed) {
           entry.ciphertext = sealed.ciphertext;
           entry.recipientDevices = sealed.recipientDevices;
@@ -320,6 +329,7 @@ export class Outbox {
    */
   private resealFrom(pending: Pending, details: Record<string, unknown> | undefined): void {
     const lane = this.laneOf(pending);
+    lane.sealEpoch++;
     this.requeueFrom(lane, pending);
     for (const later of lane.items.slice(lane.items.indexOf(pending))) {
       if (!later.entry.e2e) continue;
