@@ -278,6 +278,7 @@ export class MessagingClient {
           onKeyChange: (change) => void this.listeners.emit('keyChange', change),
           keyMaxAgeMs: E2E_KEY_MAX_AGE_MS,
           now,
+          onError: reportError,
         })
       : undefined;
     const e2e = this.e2e;

@@ -53,6 +53,9 @@ function setup(options: { maxMessageBytes?: number; stored?: StoredDeviceKey } =
     onKeyChange: (change) => changes.push(change),
     keyMaxAgeMs: 60_000,
     now: () => clock,
+    onError: (error) => {
+      throw error;
+    },
   });
   const device = (userId: string, deviceId: string) => {
     const key = pair();
@@ -207,6 +210,32 @@ describe('EndToEnd (the device side of e2e)', () => {
         previousFingerprint: fingerprint(old.publicKey),
       },
     ]);
+  });
+
+  it('remembers the fingerprints it saw with its key: a key changed while it was not running is reported', async () => {
+    const first = setup();
+    first.conversations.set('c1', { encryption: 'e2e', members: ['alice', 'bob'] });
+    const old = first.device('bob', 'phone');
+    await first.e2e.seal(first.entry('m1'));
+    await Promise.resolve();
+    expect(first.saved()?.peers).toEqual({ 'bob/phone': fingerprint(old.publicKey) });
+
+    // The next run of the app, on the same storage; bob reinstalled meanwhile.
+    const next = setup({ stored: first.saved() });
+    next.conversations.set('c1', { encryption: 'e2e', members: ['alice', 'bob'] });
+    const reinstalled = next.device('bob', 'phone');
+    await next.e2e.seal(next.entry('m2'));
+    expect(next.changes).toEqual([
+      {
+        userId: 'bob',
+        deviceId: 'phone',
+        fingerprint: fingerprint(reinstalled.publicKey),
+        previousFingerprint: fingerprint(old.publicKey),
+      },
+    ]);
+    await Promise.resolve();
+    expect(next.saved()?.peers).toEqual({ 'bob/phone': fingerprint(reinstalled.publicKey) });
+    expect(next.saved()?.secretKey).toBe(first.saved()?.secretKey);
   });
 
   it('refuses an envelope over maxMessageBytes with payload_too_large', async () => {

@@ -46,6 +46,8 @@ export interface EndToEndDeps {
   keyMaxAgeMs: number;
   /** Milliseconds, monotonic (tests pass their own). */
   now(): number;
+  /** A failure nobody awaits (remembering the peers' fingerprints). */
+  onError(error: ClientError): void;
 }
 
 interface ConversationInfo {
@@ -61,6 +63,8 @@ interface ConversationInfo {
  */
 export class EndToEnd {
   private keyPair: DeviceKeyPair | undefined;
+  /** What the storage holds: the key pair and the peers' fingerprints seen. */
+  private record: StoredDeviceKey | undefined;
   private loading: Promise<DeviceKeyPair> | undefined;
   private published = false;
   private readonly conversations = new Map<string, Promise<ConversationInfo>>();
@@ -198,15 +202,19 @@ export class EndToEnd {
     await sodiumReady();
     const stored = await this.deps.loadKey();
     if (stored) {
+      this.record = stored;
+      for (const [id, seen] of Object.entries(stored.peers ?? {})) this.seen.set(id, seen);
       this.keyPair = { publicKey: fromBase64(stored.publicKey), secretKey: fromBase64(stored.secretKey) };
       return this.keyPair;
     }
     const keyPair = generateDeviceKeyPair();
-    await this.deps.saveKey({
+    const record: StoredDeviceKey = {
       publicKey: toBase64(keyPair.publicKey),
       secretKey: toBase64(keyPair.secretKey),
       createdAt: new Date().toISOString(),
-    });
+    };
+    await this.deps.saveKey(record);
+    this.record = record;
     this.keyPair = keyPair;
     return keyPair;
   }
@@ -234,10 +242,17 @@ export class EndToEnd {
     const askedAt = this.keysAskedAt.get(userId);
     if (!keys || askedAt === undefined || this.deps.now() - askedAt > this.deps.keyMaxAgeMs) {
       this.keysAskedAt.set(userId, this.deps.now());
-      keys = this.deps
-        .rest<{ deviceId: string; publicKey: string }[]>('GET', `/v1/users/${encodeURIComponent(userId)}/devices/keys`)
+      // After ready(): the fingerprints seen in earlier runs are loaded by then.
+      keys = this.ready()
+        .then(() =>
+          this.deps.rest<{ deviceId: string; publicKey: string }[]>(
+            'GET',
+            `/v1/users/${encodeURIComponent(userId)}/devices/keys`,
+          ),
+        )
         .then((devices) => {
           const byDevice = new Map<string, Uint8Array>();
+          let learned = false;
           for (const device of devices) {
             let publicKey: Uint8Array;
             try {
@@ -248,8 +263,9 @@ export class EndToEnd {
             // Not an X25519 key: this SDK cannot seal to it (and the server will say so).
             if (publicKey.length !== 32) continue;
             byDevice.set(device.deviceId, publicKey);
-            this.notice(userId, device.deviceId, publicKey);
+            learned = this.notice(userId, device.deviceId, publicKey) || learned;
           }
+          if (learned) this.rememberPeers();
           return byDevice;
         });
       this.remember(this.userKeys, userId, keys);
@@ -257,14 +273,26 @@ export class EndToEnd {
     return keys;
   }
 
-  private notice(userId: string, deviceId: string, publicKey: Uint8Array): void {
+  /** Records a peer key's fingerprint; true when it is new or changed (to be stored). */
+  private notice(userId: string, deviceId: string, publicKey: Uint8Array): boolean {
     const id = `${userId}/${deviceId}`;
     const now = fingerprint(publicKey);
     const before = this.seen.get(id);
+    if (before === now) return false;
     this.seen.set(id, now);
-    if (before !== undefined && before !== now) {
+    if (before !== undefined) {
       this.deps.onKeyChange({ userId, deviceId, fingerprint: now, previousFingerprint: before });
     }
+    return true;
+  }
+
+  /** Stores the fingerprints seen with the key pair, so that trust on first use outlives a restart. */
+  private rememberPeers(): void {
+    if (!this.record) return;
+    this.record = { ...this.record, peers: Object.fromEntries(this.seen) };
+    this.deps
+      .saveKey(this.record)
+      .catch((error: unknown) => this.deps.onError(ClientError.from(error, 'storage_error')));
   }
 
   /** Caches a look-up; a failed one is forgotten so that the next use asks again. */

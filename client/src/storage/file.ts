@@ -199,6 +199,8 @@ function isDeviceKey(value: unknown): value is StoredDeviceKey {
     isRecord(value) &&
     typeof value.publicKey === 'string' &&
     typeof value.secretKey === 'string' &&
-    typeof value.createdAt === 'string'
+    typeof value.createdAt === 'string' &&
+    (value.peers === undefined ||
+      (isRecord(value.peers) && Object.values(value.peers).every((fingerprint) => typeof fingerprint === 'string')))
   );
 }

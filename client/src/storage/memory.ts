@@ -34,13 +34,17 @@ export function memoryStorage(): ClientStorage {
       return Promise.resolve();
     },
     getDeviceKey() {
-      return Promise.resolve(deviceKey && { ...deviceKey });
+      return Promise.resolve(deviceKey && copyKey(deviceKey));
     },
     putDeviceKey(key) {
-      deviceKey = { ...key };
+      deviceKey = copyKey(key);
       return Promise.resolve();
     },
   };
+}
+
+function copyKey(key: StoredDeviceKey): StoredDeviceKey {
+  return key.peers ? { ...key, peers: { ...key.peers } } : { ...key };
 }
 
 function copy(entry: StoredSend): StoredSend {

@@ -167,8 +167,11 @@ export function storageConformance(
       expect(await storage.getDeviceKey!()).toBeUndefined();
       await storage.putDeviceKey!(storedDeviceKey(1));
       expect(await storage.getDeviceKey!()).toEqual(storedDeviceKey(1));
-      await storage.putDeviceKey!(storedDeviceKey(2));
-      expect(await storage.getDeviceKey!()).toEqual(storedDeviceKey(2));
+      const withPeers = { ...storedDeviceKey(2), peers: { 'bob/phone': 'ab12 cd34', 'ünï/✓': 'ef56' } };
+      await storage.putDeviceKey!(withPeers);
+      expect(await storage.getDeviceKey!()).toEqual(withPeers);
+      withPeers.peers['bob/phone'] = 'changed outside';
+      expect((await storage.getDeviceKey!())?.peers?.['bob/phone']).toBe('ab12 cd34');
       // The key lives beside the outbox and marks, not in them.
       expect(await storage.load()).toEqual({ outbox: [], highWater: {} });
     });

@@ -29,7 +29,7 @@ export interface ClientStorage {
    * shipped storages implement them.
    */
   getDeviceKey?(): Promise<StoredDeviceKey | undefined>;
-  /** Replaces the device key pair; durable when the promise resolves (losing it loses every message sealed to it). */
+  /** Replaces the device key record; durable when the promise resolves (losing it loses every message sealed to it). */
   putDeviceKey?(key: StoredDeviceKey): Promise<void>;
   /** Releases what the storage holds open (file handles, database connections). */
   close?(): Promise<void>;
@@ -41,6 +41,12 @@ export interface StoredDeviceKey {
   secretKey: string;
   /** When it was made, ISO-8601. */
   createdAt: string;
+  /**
+   * The peer device keys this device has seen, as fingerprints by `userId/deviceId`
+   * (trust on first use): a key that differs later is reported as `'keyChange'`, also
+   * across restarts.
+   */
+  peers?: Record<string, string>;
 }
 
 export interface StoredState {
