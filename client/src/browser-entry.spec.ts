@@ -21,6 +21,8 @@ describe('the browser entry', () => {
     expect(inputs.some((path) => path.includes('storage/indexeddb'))).toBe(true);
     // socket.io-client's browser build, not its Node one (which pulls in `ws`).
     expect(inputs.some((path) => path.includes('node_modules/ws/'))).toBe(false);
+    // libsodium (e2e) bundles too, with its Node-only crypto fallback left out.
+    expect(inputs.some((path) => path.includes('node_modules/libsodium-wrappers/'))).toBe(true);
   });
 
   it('is what the package exports under the browser condition', () => {

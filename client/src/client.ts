@@ -2,6 +2,7 @@ import { io, type Socket } from 'socket.io-client';
 
 import { AckBatcher } from './acks.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
+import { EndToEnd, type KeyChange } from './e2e/end-to-end.js';
 import { ClientError } from './errors.js';
 import { Inbox } from './inbox.js';
 import { Listeners } from './listeners.js';
@@ -13,7 +14,6 @@ import type {
   ErrorEventPayload,
   JoinData,
   MembershipPayload,
-  PageData,
   PresencePayload,
   ReceiptPayload,
   Reply,
@@ -23,13 +23,25 @@ import type {
   SessionPayload,
   TypingPayload,
   WireMessage,
+  WireError,
 } from './protocol.js';
 import { memoryStorage } from './storage/memory.js';
-import type { ClientStorage, OutboxEntry } from './storage/storage.js';
+import type { ClientStorage, OutboxEntry, StoredSend } from './storage/storage.js';
 import { StorageWriter } from './storage-writer.js';
 
-/** A message as the app receives it (PROTOCOL.md section 1). */
-export type Message = WireMessage;
+/**
+ * A message as the app receives it (PROTOCOL.md section 1). With `e2e: true` (the
+ * option), a message of an e2e conversation comes with `e2e: true` and its decrypted
+ * `body`, or with `undecryptable: true` and no body when this device cannot open it.
+ */
+export interface Message extends WireMessage {
+  /** The message came end-to-end encrypted (`ciphertext` on the wire); `body` is what this device decrypted. */
+  e2e?: true;
+  /** With `e2e`: this device cannot open it (sent before its key existed, not sealed to it, or tampered with). */
+  undecryptable?: true;
+}
+
+export type { KeyChange } from './e2e/end-to-end.js';
 
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
@@ -63,6 +75,11 @@ export interface ClientEvents {
   error: (error: ClientError) => void;
   /** Any server event this SDK does not know, so that nothing is dropped silently. */
   unknownEvent: (name: string, payload: unknown) => void;
+  /**
+   * With `e2e: true`: a peer device's public key is not the one this client saw before
+   * (keys are trusted on first use); compare fingerprints out of band.
+   */
+  keyChange: (change: KeyChange) => void;
 }
 
 export type TokenSource = string | (() => string | Promise<string>);
@@ -97,6 +114,13 @@ export interface MessagingClientOptions {
    * without sticky sessions). Add 'polling' for networks that block WebSockets.
    */
   transports?: ('websocket' | 'polling')[];
+  /**
+   * End-to-end encryption (default false): the device gets an X25519 key pair, kept in
+   * the storage and published before `connect()` resolves; `send(id, { body })` into an
+   * e2e conversation encrypts on the device, and received e2e messages are decrypted.
+   * The storage must implement `getDeviceKey`/`putDeviceKey` (the shipped ones do).
+   */
+  e2e?: boolean;
 }
 
 export interface ClientMetrics {
@@ -134,6 +158,23 @@ const KNOWN_SERVER_EVENTS: ReadonlySet<string> = new Set<keyof ServerToClientEve
   'error',
 ]);
 
+/** A user's device keys are read again after this long (a reinstalled device's new key). */
+const E2E_KEY_MAX_AGE_MS = 60_000;
+
+/** Failures to publish the device key that end the client (connect() rejects with them). */
+const KEY_PUBLISH_FINAL: ReadonlySet<string> = new Set(['storage_error', 'bad_request', 'forbidden', 'conflict']);
+
+/** REST statuses to codes, for a reply without a wire error body. */
+const STATUS_CODES: Record<number, ErrorCode> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  409: 'conflict',
+  413: 'payload_too_large',
+  429: 'rate_limited',
+};
+
 /**
  * The typed client of the messaging service (SDK.md): one socket that heals itself, an
  * outbox that never loses a send, and a receiving side that emits every message once and
@@ -157,6 +198,7 @@ export class MessagingClient {
   private readonly inbox: Inbox;
   private readonly acks: AckBatcher;
   private readonly loaded: Promise<void>;
+  private readonly e2e: EndToEnd | undefined;
 
   private socket: WireSocket | undefined;
   /** Bumped whenever a socket is abandoned: callbacks of an older socket check it and stop. */
@@ -202,11 +244,16 @@ export class MessagingClient {
       connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       gapWaitMs: options.gapWaitMs ?? 250,
       transports: options.transports ?? ['websocket'],
+      e2e: options.e2e ?? false,
       reconnect: { minDelayMs: 500, maxDelayMs: 20_000, ...options.reconnect },
     };
     this.tokenSource = options.token;
     if (typeof options.token === 'string') this.token = options.token;
     this.storage = options.storage ?? memoryStorage();
+    const storage = this.storage;
+    if (this.options.e2e && (!storage.getDeviceKey || !storage.putDeviceKey)) {
+      throw new ClientError('bad_request', 'e2e: true needs a storage with getDeviceKey and putDeviceKey');
+    }
     const reportError = (error: ClientError) => this.reportError(error);
     this.listeners = new Listeners<ClientEvents>((event, error) => {
       // An 'error' listener that throws is not reported again (it would loop).
@@ -220,6 +267,21 @@ export class MessagingClient {
       () => this.session?.limits.maxBatch ?? 100,
       reportError,
     );
+    this.e2e = this.options.e2e
+      ? new EndToEnd({
+          deviceId: this.options.deviceId,
+          userId: () => this.session?.userId,
+          rest: (method, path, body) => this.rest(method, path, body),
+          loadKey: () => this.writer.read(() => storage.getDeviceKey!()).catch(storageFailure),
+          saveKey: (key) => this.writer.read(() => storage.putDeviceKey!(key)).catch(storageFailure),
+          maxMessageBytes: () => this.session?.limits.maxMessageBytes,
+          onKeyChange: (change) => void this.listeners.emit('keyChange', change),
+          keyMaxAgeMs: E2E_KEY_MAX_AGE_MS,
+          now,
+          onError: reportError,
+        })
+      : undefined;
+    const e2e = this.e2e;
     this.sending = new Outbox({
       writer: this.writer,
       transmit: (payload, reply) => {
@@ -233,11 +295,18 @@ export class MessagingClient {
       retryDelay: (failures) => this.backoff(failures),
       onStored: (message) => void this.inbox.accept([message], 'own'),
       onError: reportError,
+      ...(e2e
+        ? {
+            seal: (entry: StoredSend) => e2e.seal(entry),
+            devicesChanged: (entry: StoredSend, details: Record<string, unknown> | undefined) =>
+              e2e.devicesChanged(entry.conversationId, details),
+          }
+        : {}),
     });
     this.inbox = new Inbox({
       writer: this.writer,
       isOwn: (message) => message.senderDeviceId === this.options.deviceId && message.senderId === this.session?.userId,
-      deliver: (message) => this.listeners.emit('message', message),
+      deliver: (message) => this.listeners.emit('message', this.present(message)),
       ackDuplicate: (messageId) => this.acks.add(messageId),
       delivered: (messageId) => {
         if (this.options.autoAck) this.acks.add(messageId);
@@ -297,14 +366,14 @@ export class MessagingClient {
    * conversation. Resolves with the stored message; rejects only on a permanent error.
    */
   send(conversationId: string, content: SendContent, options: SendOptions = {}): Promise<Message> {
-    const result = this.enqueueSend(conversationId, content, options);
+    const result = this.enqueueSend(conversationId, content, options).then((message) => this.present(message));
     // An app that does not await a send (it is in the outbox either way) must not crash on
     // an unhandled rejection; one that awaits still gets the rejection.
     result.catch(() => undefined);
     return result;
   }
 
-  private async enqueueSend(conversationId: string, content: SendContent, options: SendOptions): Promise<Message> {
+  private async enqueueSend(conversationId: string, content: SendContent, options: SendOptions): Promise<WireMessage> {
     const clientMsgId = options.clientMsgId ?? randomId();
     const body = (content as { body?: unknown }).body;
     const ciphertext = (content as { ciphertext?: unknown }).ciphertext;
@@ -327,6 +396,8 @@ export class MessagingClient {
       conversationId,
       ...(typeof body === 'string' ? { body } : { ciphertext: ciphertext as string }),
       ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
+      // Sealed on the device, right before it goes out, if the conversation is e2e.
+      ...(this.e2e && typeof body === 'string' ? { e2e: true } : {}),
     });
   }
 
@@ -358,11 +429,26 @@ export class MessagingClient {
     return this.request('read', { conversationId, seq });
   }
 
-  history(
+  /** A page of the conversation's stored messages; with `e2e: true` decrypted as for 'message'. */
+  async history(
     conversationId: string,
     range: { beforeSeq?: number; afterSeq?: number; limit?: number } = {},
-  ): Promise<PageData> {
-    return this.request('history', { conversationId, ...range });
+  ): Promise<{ messages: Message[]; hasMore: boolean }> {
+    const page = await this.request('history', { conversationId, ...range });
+    return { ...page, messages: page.messages.map((message) => this.present(message)) };
+  }
+
+  /**
+   * This device's e2e key fingerprint (BLAKE2b-256 of the public key, 16 groups of 4 hex
+   * digits), for comparing out of band. Makes the key pair if it does not exist yet.
+   *
+   * @example
+   *   showSafetyNumber(await client.deviceKeyFingerprint()); // 'a1b2 c3d4 …'
+   */
+  async deviceKeyFingerprint(): Promise<string> {
+    if (!this.e2e) throw new ClientError('bad_request', 'end-to-end encryption is off (option e2e)');
+    await this.e2e.ready();
+    return this.e2e.fingerprint()!;
   }
 
   /** Acks messages by id (for `autoAck: false`); resolves with how many left the queue. */
@@ -439,6 +525,25 @@ export class MessagingClient {
       return this.scheduleRetry();
     }
     if (generation !== this.generation || this.currentState === 'closed') return;
+    if (this.e2e) {
+      // A device that never sends must still be able to read: its key is published before
+      // the first connect resolves.
+      try {
+        await this.e2e.publish();
+      } catch (error) {
+        if (this.abandoned(generation)) return;
+        const failure = ClientError.from(error, 'unavailable');
+        // The token or the device id is refused, as a handshake would refuse them.
+        if (failure.code === 'unauthorized' || failure.code === 'token_expired' || failure.code === 'rate_limited') {
+          return this.onHandshakeRefused(failure.code, failure.details);
+        }
+        // No retry helps: the key cannot be kept, or the device is not this user's to key.
+        if (KEY_PUBLISH_FINAL.has(failure.code)) return this.shutDown(failure);
+        this.reportError(failure);
+        return this.scheduleRetry();
+      }
+      if (this.abandoned(generation)) return;
+    }
     const socket: WireSocket = io(`${this.options.url}/v1`, {
       auth: { token, deviceId: this.options.deviceId },
       transports: this.options.transports,
@@ -470,7 +575,9 @@ export class MessagingClient {
       if (current()) void this.listeners.emit('presence', payload);
     });
     socket.on('membership', (payload) => {
-      if (current()) void this.listeners.emit('membership', payload);
+      if (!current()) return;
+      this.e2e?.onMembership(payload);
+      void this.listeners.emit('membership', payload);
     });
     socket.on('error', (payload) => {
       if (current()) this.onServerError(payload);
@@ -811,6 +918,43 @@ export class MessagingClient {
 
   // ---- plumbing ---------------------------------------------------------------------
 
+  /** Whether the connection attempt `generation` was given up while it awaited something. */
+  private abandoned(generation: number): boolean {
+    return generation !== this.generation || this.currentState === 'closed';
+  }
+
+  /** A message as the app gets it: decrypted when it is e2e and the client is too. */
+  private present(message: WireMessage): Message {
+    return this.e2e ? this.e2e.open(message) : message;
+  }
+
+  /** One REST call on the service with the current token; resolves with the reply's `data`. */
+  private async rest<T>(method: 'GET' | 'PUT', path: string, body?: unknown): Promise<T> {
+    const token = await this.currentToken();
+    let response: Response;
+    try {
+      response = await fetch(`${this.options.url}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(this.options.requestTimeoutMs),
+      });
+    } catch (error) {
+      throw ClientError.from(error, 'unavailable');
+    }
+    const json = (await response.json().catch(() => undefined)) as { data?: T; error?: WireError } | undefined;
+    if (response.ok && json && 'data' in json) return json.data as T;
+    const wire = json?.error;
+    const code = wire && isWireCode(wire.code) ? wire.code : (STATUS_CODES[response.status] ?? 'unavailable');
+    throw new ClientError(code, wire?.message ?? `${method} ${path}: HTTP ${response.status}`, {
+      ...wire?.details,
+      status: response.status,
+    });
+  }
+
   private async loadedOrThrow(): Promise<void> {
     try {
       await this.loaded;
@@ -832,6 +976,10 @@ export class MessagingClient {
     const reported = context ? new ClientError(error.code, error.message, { ...error.details, ...context }) : error;
     void this.listeners.emit('error', reported);
   }
+}
+
+function storageFailure(error: unknown): never {
+  throw ClientError.from(error, 'storage_error');
 }
 
 function now(): number {

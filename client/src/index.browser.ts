@@ -7,6 +7,7 @@ export type {
   ClientEvents,
   ClientMetrics,
   ClientState,
+  KeyChange,
   Message,
   MessagingClientOptions,
   SendContent,
@@ -19,5 +20,5 @@ export { ClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { memoryStorage } from './storage/memory.js';
 export { indexedDbStorage } from './storage/indexeddb.js';
-export type { ClientStorage, OutboxEntry, StoredSend, StoredState } from './storage/storage.js';
+export type { ClientStorage, OutboxEntry, StoredDeviceKey, StoredSend, StoredState } from './storage/storage.js';
 export type * from './protocol.js';

@@ -15,6 +15,20 @@ export interface OutboxDeps {
   /** Each stored own message, so the receiving side counts its seq as seen. */
   onStored(message: WireMessage): void;
   onError(error: ClientError): void;
+  /**
+   * e2e entries (`entry.e2e`, option `e2e: true`): encrypts the entry's body for the
+   * conversation's current devices under a fresh message key. Resolves with what to send,
+   * or with undefined when the conversation turns out not to be e2e (the body goes as
+   * is). Rejects with a ClientError: a permanent code rejects the send, any other is
+   * retried after the backoff.
+   */
+  seal?(entry: StoredSend): Promise<{ ciphertext: string; recipientDevices: string[] } | undefined>;
+  /**
+   * An e2e send was refused with `devices_changed`: refreshes what `seal` works from
+   * (the users named in `details.missing`/`extra`, and the member list) before the
+   * conversation's entries are sealed again.
+   */
+  devicesChanged?(entry: StoredSend, details: Record<string, unknown> | undefined): Promise<void>;
 }
 
 export interface OutboxCounters {
@@ -24,6 +38,8 @@ export interface OutboxCounters {
 
 /** Most sends of one conversation on the wire at once; the rest wait for replies. */
 const MAX_IN_FLIGHT_PER_CONVERSATION = 256;
+/** `devices_changed` replies in a row one e2e send takes (each sealed again) before it is rejected. */
+export const MAX_RESEALS = 5;
 
 interface Pending {
   entry: StoredSend;
@@ -35,6 +51,8 @@ interface Pending {
   attempt: number;
   /** Transient failures in a row (backoff). */
   failures: number;
+  /** `devices_changed` replies so far (e2e). */
+  reseals: number;
   timer?: ReturnType<typeof setTimeout>;
   settle?: { resolve(message: WireMessage): void; reject(error: ClientError): void };
   done: boolean;
@@ -45,6 +63,12 @@ interface Lane {
   inFlight: number;
   pausedUntil: number;
   pauseTimer?: ReturnType<typeof setTimeout>;
+  /** An e2e entry is being sealed: the lane waits for it (order). */
+  sealing: boolean;
+  /** After `devices_changed`: the key refresh the lane waits for before sealing again. */
+  refreshing: number;
+  /** Bumped by each `devices_changed`: a seal begun before it used the stale keys. */
+  sealEpoch: number;
 }
 
 /**
@@ -71,7 +95,7 @@ export class Outbox {
     for (const entry of [...entries].sort((a, b) => a.order - b.order)) {
       if (this.byId.has(entry.clientMsgId)) continue;
       this.nextOrder = Math.max(this.nextOrder, entry.order + 1);
-      this.add({ entry, persisted: true, precounted: false, attempt: 0, failures: 0, done: false });
+      this.add({ entry, persisted: true, precounted: false, attempt: 0, failures: 0, reseals: 0, done: false });
     }
   }
 
@@ -97,6 +121,7 @@ export class Outbox {
       precounted: attempts === 1,
       attempt: 0,
       failures: 0,
+      reseals: 0,
       done: false,
     };
     const result = this.promiseOf(pending);
@@ -164,12 +189,16 @@ export class Outbox {
   private laneOf(pending: Pending): Lane {
     const id = pending.entry.conversationId;
     let lane = this.lanes.get(id);
-    if (!lane) this.lanes.set(id, (lane = { items: [], inFlight: 0, pausedUntil: 0 }));
+    if (!lane)
+      this.lanes.set(
+        id,
+        (lane = { items: [], inFlight: 0, pausedUntil: 0, sealing: false, refreshing: 0, sealEpoch: 0 }),
+      );
     return lane;
   }
 
   private pump(lane: Lane): void {
-    if (this.closed || !this.deps.connected()) return;
+    if (this.closed || !this.deps.connected() || lane.sealing || lane.refreshing > 0) return;
     const wait = Math.max(lane.pausedUntil, this.rateLimitedUntil) - Date.now();
     if (wait > 0) {
       lane.pauseTimer ??= setTimeout(() => {
@@ -183,8 +212,49 @@ export class Outbox {
       if (!pending.persisted) return;
       if (pending.attempt !== 0) continue;
       if (lane.inFlight >= MAX_IN_FLIGHT_PER_CONVERSATION) return;
+      if (needsSeal(pending.entry)) return this.seal(lane, pending);
       if (!this.transmit(lane, pending)) return;
     }
+  }
+
+  /** Encrypts an e2e entry (asynchronously: the keys may need fetching); the lane waits. */
+  private seal(lane: Lane, pending: Pending): void {
+    if (!this.deps.seal) {
+      this.finish(pending, undefined, new ClientError('bad_request', 'an e2e entry needs a client with e2e: true'));
+      return;
+    }
+    lane.sealing = true;
+    const { entry } = pending;
+    const epoch = lane.sealEpoch;
+    this.deps.seal(entry).then(
+      (sealed) => {
+        lane.sealing = false;
+        if (pending.done || this.closed) return;
+        // devices_changed came back meanwhile: sealed from stale keys, so sealed again.
+        if (epoch !== lane.sealEpoch) return this.pump(lane);
+        if (sealed) {
+          entry.ciphertext = sealed.ciphertext;
+          entry.recipientDevices = sealed.recipientDevices;
+        } else {
+          entry.e2e = false;
+        }
+        // What goes on the wire is kept with the entry; a resend after a crash that reseals
+        // instead is answered as a duplicate all the same.
+        this.deps.writer
+          .put({ ...entry })
+          .catch((error: unknown) => this.deps.onError(ClientError.from(error, 'storage_error')));
+        this.pump(lane);
+      },
+      (error: unknown) => {
+        lane.sealing = false;
+        if (pending.done || this.closed) return;
+        const failure = ClientError.from(error, 'internal');
+        if (PERMANENT_SEND_ERRORS.has(failure.code)) return this.finish(pending, undefined, failure);
+        this.deps.onError(failure);
+        lane.pausedUntil = Math.max(lane.pausedUntil, Date.now() + this.deps.retryDelay(pending.failures++));
+        this.pump(lane);
+      },
+    );
   }
 
   private transmit(lane: Lane, pending: Pending): boolean {
@@ -193,6 +263,11 @@ export class Outbox {
     const payload: SendPayload = { conversationId: entry.conversationId, clientMsgId: entry.clientMsgId };
     if (entry.body !== undefined) payload.body = entry.body;
     if (entry.ciphertext !== undefined) payload.ciphertext = entry.ciphertext;
+    if (entry.e2e) {
+      // The plaintext stays on this device.
+      delete payload.body;
+      payload.recipientDevices = entry.recipientDevices ?? [];
+    }
     if (entry.contentType !== undefined) payload.contentType = entry.contentType;
     if (!this.deps.transmit(payload, (reply) => this.onReply(pending, attempt, reply))) return false;
     pending.attempt = attempt;
@@ -220,6 +295,15 @@ export class Outbox {
       return;
     }
     const { code, message, details } = reply.error;
+    if (code === 'devices_changed' && pending.entry.e2e && this.deps.devicesChanged) {
+      if (pending.attempt !== attempt) return;
+      if (++pending.reseals > MAX_RESEALS) {
+        this.finish(pending, undefined, new ClientError(code, message, details));
+        return;
+      }
+      this.resealFrom(pending, details);
+      return;
+    }
     if (PERMANENT_SEND_ERRORS.has(code)) {
       this.finish(pending, undefined, new ClientError(code, message, details));
       return;
@@ -236,6 +320,33 @@ export class Outbox {
     }
     this.requeueFrom(lane, pending);
     this.pump(lane);
+  }
+
+  /**
+   * `devices_changed`: the entry and every later one of its conversation (sealed to the
+   * same stale devices) come off the wire, the keys are refreshed, and they are sealed
+   * again with fresh message keys and resent in their original order, same clientMsgIds.
+   */
+  private resealFrom(pending: Pending, details: Record<string, unknown> | undefined): void {
+    const lane = this.laneOf(pending);
+    lane.sealEpoch++;
+    this.requeueFrom(lane, pending);
+    for (const later of lane.items.slice(lane.items.indexOf(pending))) {
+      if (!later.entry.e2e) continue;
+      delete later.entry.ciphertext;
+      delete later.entry.recipientDevices;
+    }
+    lane.refreshing++;
+    this.deps.devicesChanged!({ ...pending.entry }, details)
+      .catch((error: unknown) => {
+        // Sealed again from what is cached: the server answers devices_changed again if
+        // it is still stale, which counts towards MAX_RESEALS.
+        this.deps.onError(ClientError.from(error, 'internal'));
+      })
+      .finally(() => {
+        lane.refreshing--;
+        this.pump(lane);
+      });
   }
 
   /** No reply in time: like a transient error, the tail goes again after the backoff. */
@@ -285,4 +396,9 @@ export class Outbox {
       this.pump(lane);
     }
   }
+}
+
+/** An e2e entry whose body is not (or no longer) sealed for the current devices. */
+function needsSeal(entry: StoredSend): boolean {
+  return entry.e2e === true && entry.ciphertext === undefined;
 }

@@ -214,6 +214,32 @@ describe('the demo chat in a real browser', () => {
     }
     await expect.poll(() => alice.locator('#messages .history-note').count()).toBe(0);
   });
+
+  it('creates an end-to-end encrypted conversation and chats in it; the service holds only envelopes', async () => {
+    await alice.fill('#new-members', 'bob');
+    await alice.fill('#new-title', 'Whispers');
+    await alice.check('#new-e2e');
+    await alice.click('#new-conversation button[type=submit]');
+    const title = alice.locator('#conversation-title');
+    await expect.poll(() => title.textContent(), { timeout: WAIT_MS }).toBe('Whispers');
+    expect(await title.getAttribute('data-encryption')).toBe('e2e');
+    const id = await alice.locator('#conversations li[aria-current="true"]').getAttribute('data-id');
+
+    await send(alice, 'only our two browsers can read this');
+    await waitForTexts(messagesOf(alice), ['only our two browsers can read this']);
+    await bob.locator('#conversations li[data-name="Whispers"]').click();
+    await waitForTexts(messagesOf(bob), ['only our two browsers can read this']);
+    await send(bob, 'agreed, sealed on my side too');
+    await waitForTexts(messagesOf(alice), ['only our two browsers can read this', 'agreed, sealed on my side too']);
+
+    const stored = await httpCall(service.url, 'GET', `/v1/conversations/${id}/messages`, await mintToken('alice'));
+    const messages = stored.body.data as { body?: string; ciphertext?: string }[];
+    expect(messages).toHaveLength(2);
+    for (const message of messages) {
+      expect(message.body).toBeUndefined();
+      expect(Buffer.from(message.ciphertext ?? '', 'base64').toString('latin1')).not.toMatch(/read this|sealed on/);
+    }
+  });
 });
 
 describe('the demo chat in production with DEMO_ENABLED on', () => {

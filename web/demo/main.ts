@@ -17,6 +17,7 @@ interface ConversationJson {
   id: string;
   kind: 'direct' | 'group';
   title: string | null;
+  encryption: 'server' | 'e2e';
   lastSeq: number;
   members: { userId: string; readSeq: number }[];
 }
@@ -27,6 +28,7 @@ interface Conversation {
   id: string;
   kind: 'direct' | 'group';
   title: string | null;
+  encryption: 'server' | 'e2e';
   members: string[];
   lastSeq: number;
   /** My read mark. */
@@ -76,6 +78,7 @@ const ui = {
   newForm: $<HTMLFormElement>('new-conversation'),
   newMembers: $<HTMLInputElement>('new-members'),
   newTitle: $<HTMLInputElement>('new-title'),
+  newE2e: $<HTMLInputElement>('new-e2e'),
   newError: $('new-error'),
   conversations: $('conversations'),
   title: $('conversation-title'),
@@ -167,7 +170,9 @@ async function signIn(user: string, pastedToken: string | null): Promise<void> {
     deviceId,
     token: () => tokens(),
     // The outbox lives in IndexedDB: a send typed offline survives a reload of the page.
+    // So does the device's e2e key pair: the page encrypts in e2e conversations.
     storage: indexedDbStorage(`demo-${user}-${deviceId}`),
+    e2e: true,
   });
   listen(client);
   ui.signin.hidden = true;
@@ -310,6 +315,7 @@ function mergeConversation(json: ConversationJson): Conversation {
     id: json.id,
     kind: json.kind,
     title: json.title,
+    encryption: json.encryption,
     members: [],
     lastSeq: 0,
     readSeq: 0,
@@ -445,10 +451,12 @@ ui.newForm.addEventListener('submit', (event) => {
     kind,
     memberIds: kind === 'direct' ? [me, ...memberIds] : memberIds,
     ...(title ? { title } : {}),
+    ...(ui.newE2e.checked ? { encryption: 'e2e' } : {}),
   })
     .then(async (created) => {
       ui.newMembers.value = '';
       ui.newTitle.value = '';
+      ui.newE2e.checked = false;
       await loadConversation(created.id);
       await openConversation(created.id);
     })
@@ -601,6 +609,8 @@ function renderConversation(): void {
   const conversation = current ? conversations.get(current) : undefined;
   if (!conversation) return;
   ui.title.textContent = nameOf(conversation);
+  // A lock (style.css) on end-to-end encrypted conversations.
+  ui.title.dataset.encryption = conversation.encryption;
   ui.members.replaceChildren(
     ...conversation.members
       .filter((member) => member !== me)
@@ -616,7 +626,10 @@ function renderConversation(): void {
         ...(mine || conversation.kind === 'direct'
           ? []
           : [element('span', { className: 'sender', text: message.senderId })]),
-        element('span', { className: 'body', text: message.body ?? '(encrypted)' }),
+        element('span', {
+          className: message.undecryptable ? 'body undecryptable' : 'body',
+          text: message.body ?? (message.undecryptable ? '(cannot be decrypted on this device)' : '(encrypted)'),
+        }),
         element('span', { className: 'meta' }, [
           document.createTextNode(new Date(message.createdAt).toLocaleTimeString([], { timeStyle: 'short' })),
           ...(tick

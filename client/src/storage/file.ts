@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { ClientStorage, StoredSend, StoredState } from './storage.js';
+import type { ClientStorage, StoredDeviceKey, StoredSend, StoredState } from './storage.js';
 
 /** Files written or synced at once: bounds open descriptors on large batches. */
 const PARALLEL_FILES = 16;
@@ -11,8 +11,9 @@ const PARALLEL_FILES = 16;
  * send is on disk, fsynced, before `putOutbox` resolves and so before it goes on the
  * wire; a crash at any moment (SIGKILL, power loss) leaves every file whole.
  *
- * Layout: `outbox/<sha256 of clientMsgId>.json`, one file per pending send, and
- * `high-water.json`, the marks. Every file is written to `<name>.tmp`, fsynced and
+ * Layout: `outbox/<sha256 of clientMsgId>.json`, one file per pending send,
+ * `high-water.json`, the marks, and with `e2e: true` `device-key.json`, this device's key
+ * pair (mode 0600). Every file is written to `<name>.tmp`, fsynced and
  * renamed over its name, then the directory is fsynced, so a reader sees the old file or
  * the new one, never a torn one. One process at a time per directory: two clients on the
  * same directory would overwrite each other's marks and resend each other's outbox.
@@ -24,6 +25,7 @@ export function fileStorage(dir: string): ClientStorage {
   const root = resolve(dir);
   const outboxDir = join(root, 'outbox');
   const marksFile = join(root, 'high-water.json');
+  const deviceKeyFile = join(root, 'device-key.json');
   let marks: Promise<Map<string, number>> | undefined;
 
   // Creates the directories and reads the marks once; this process owns them afterwards.
@@ -69,6 +71,19 @@ export function fileStorage(dir: string): ClientStorage {
       // Only once durable, so a failed write leaves memory agreeing with the disk.
       for (const [id, seq] of raised) highWater.set(id, seq);
     },
+
+    async getDeviceKey() {
+      await ready();
+      const stored = await readJson(deviceKeyFile);
+      return isDeviceKey(stored) ? stored : undefined;
+    },
+
+    async putDeviceKey(key) {
+      await ready();
+      await writeSynced(`${deviceKeyFile}.tmp`, JSON.stringify(key), 0o600);
+      await rename(`${deviceKeyFile}.tmp`, deviceKeyFile);
+      await syncDir(root);
+    },
   };
 }
 
@@ -107,8 +122,8 @@ function entryPath(outboxDir: string, clientMsgId: string): string {
   return join(outboxDir, `${createHash('sha256').update(clientMsgId).digest('hex')}.json`);
 }
 
-async function writeSynced(path: string, data: string): Promise<void> {
-  const file = await open(path, 'w');
+async function writeSynced(path: string, data: string, mode?: number): Promise<void> {
+  const file = await open(path, 'w', mode);
   try {
     await file.writeFile(data);
     await file.sync();
@@ -172,6 +187,20 @@ function isStoredSend(value: unknown): value is StoredSend {
     typeof value.order === 'number' &&
     optionalString('body') &&
     optionalString('ciphertext') &&
-    optionalString('contentType')
+    optionalString('contentType') &&
+    (value.e2e === undefined || typeof value.e2e === 'boolean') &&
+    (value.recipientDevices === undefined ||
+      (Array.isArray(value.recipientDevices) && value.recipientDevices.every((id) => typeof id === 'string')))
+  );
+}
+
+function isDeviceKey(value: unknown): value is StoredDeviceKey {
+  return (
+    isRecord(value) &&
+    typeof value.publicKey === 'string' &&
+    typeof value.secretKey === 'string' &&
+    typeof value.createdAt === 'string' &&
+    (value.peers === undefined ||
+      (isRecord(value.peers) && Object.values(value.peers).every((fingerprint) => typeof fingerprint === 'string')))
   );
 }

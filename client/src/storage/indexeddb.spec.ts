@@ -4,7 +4,7 @@ import 'fake-indexeddb/auto';
 import { describe, expect, it } from 'vitest';
 
 import { indexedDbStorage } from './indexeddb.js';
-import { storageConformance, storedSend } from './storage-conformance.js';
+import { storageConformance, storedDeviceKey, storedSend } from './storage-conformance.js';
 
 let databases = 0;
 const freshName = () => `client-storage-${++databases}`;
@@ -39,6 +39,29 @@ describe('indexedDbStorage', () => {
     expect(await request(outbox.index('order').getAllKeys())).toEqual(['msg-1', 'msg-2']);
     expect(await request(tx.objectStore('marks').get('a'))).toEqual({ conversationId: 'a', seq: 4 });
     db.close();
+  });
+
+  it('upgrades a database of the version before the device key in place, keeping its outbox', async () => {
+    const name = freshName();
+    const old = await new Promise<IDBDatabase>((resolve, reject) => {
+      const open = indexedDB.open(name, 1);
+      open.onupgradeneeded = () => {
+        open.result.createObjectStore('outbox', { keyPath: 'clientMsgId' }).createIndex('order', 'order');
+        open.result.createObjectStore('marks', { keyPath: 'conversationId' });
+      };
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error ?? new Error('open failed'));
+    });
+    const tx = old.transaction(['outbox'], 'readwrite');
+    tx.objectStore('outbox').put(storedSend(1));
+    await new Promise((resolve) => (tx.oncomplete = resolve));
+    old.close();
+
+    const storage = indexedDbStorage(name);
+    expect((await storage.load()).outbox).toEqual([storedSend(1)]);
+    await storage.putDeviceKey!(storedDeviceKey(1));
+    expect(await storage.getDeviceKey!()).toEqual(storedDeviceKey(1));
+    await storage.close!();
   });
 
   it('lets another tab delete the database, then opens a new one on the next call', async () => {

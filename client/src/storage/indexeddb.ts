@@ -1,7 +1,10 @@
-import type { ClientStorage, StoredSend, StoredState } from './storage.js';
+import type { ClientStorage, StoredDeviceKey, StoredSend, StoredState } from './storage.js';
 
 const OUTBOX = 'outbox';
 const MARKS = 'marks';
+const DEVICE_KEY = 'deviceKey';
+/** Version 2 added the `deviceKey` store (e2e); a version-1 database is upgraded in place. */
+const VERSION = 2;
 
 interface Mark {
   conversationId: string;
@@ -9,9 +12,9 @@ interface Mark {
 }
 
 /**
- * A durable storage for browsers: an IndexedDB database of that name with two object
- * stores, `outbox` (keyed by clientMsgId, indexed by order) and `marks` (keyed by
- * conversationId). Each call is one transaction and resolves once it has committed.
+ * A durable storage for browsers: an IndexedDB database of that name with three object
+ * stores, `outbox` (keyed by clientMsgId, indexed by order), `marks` (keyed by
+ * conversationId) and `deviceKey` (this device's e2e key pair, one record). Each call is one transaction and resolves once it has committed.
  * Use one name per signed-in device; tabs of the same app should share one client.
  *
  * @example
@@ -85,6 +88,23 @@ export function indexedDbStorage(name: string): ClientStorage {
       });
     },
 
+    async getDeviceKey() {
+      let key: StoredDeviceKey | undefined;
+      await transact(await database(), [DEVICE_KEY], 'readonly', (tx) => {
+        const request = tx.objectStore(DEVICE_KEY).get('self') as IDBRequest<StoredDeviceKey | undefined>;
+        request.onsuccess = () => {
+          key = request.result;
+        };
+      });
+      return key;
+    },
+
+    async putDeviceKey(key) {
+      await transact(await database(), [DEVICE_KEY], 'readwrite', (tx) => {
+        tx.objectStore(DEVICE_KEY).put({ ...key }, 'self');
+      });
+    },
+
     async close() {
       const pending = connection;
       forget();
@@ -99,11 +119,13 @@ export function indexedDbStorage(name: string): ClientStorage {
 
 function openDatabase(name: string, onClosed: () => void): Promise<IDBDatabase> {
   return new Promise((resolve, reject) => {
-    const request = indexedDB.open(name, 1);
+    const request = indexedDB.open(name, VERSION);
     request.onupgradeneeded = () => {
       const db = request.result;
-      db.createObjectStore(OUTBOX, { keyPath: 'clientMsgId' }).createIndex('order', 'order');
-      db.createObjectStore(MARKS, { keyPath: 'conversationId' });
+      const has = (store: string) => db.objectStoreNames.contains(store);
+      if (!has(OUTBOX)) db.createObjectStore(OUTBOX, { keyPath: 'clientMsgId' }).createIndex('order', 'order');
+      if (!has(MARKS)) db.createObjectStore(MARKS, { keyPath: 'conversationId' });
+      if (!has(DEVICE_KEY)) db.createObjectStore(DEVICE_KEY);
     };
     request.onsuccess = () => {
       const db = request.result;

@@ -1,4 +1,4 @@
-import type { ClientStorage, StoredSend } from './storage.js';
+import type { ClientStorage, StoredDeviceKey, StoredSend } from './storage.js';
 
 /**
  * A storage that lives as long as the process: the default. Pending sends and the
@@ -10,16 +10,17 @@ import type { ClientStorage, StoredSend } from './storage.js';
 export function memoryStorage(): ClientStorage {
   const outbox = new Map<string, StoredSend>();
   const highWater = new Map<string, number>();
+  let deviceKey: StoredDeviceKey | undefined;
 
   // Entries are copied in and out so that a caller mutating its objects (attempts++)
   // changes the store only through putOutbox, as with a durable storage.
   return {
     load() {
-      const entries = [...outbox.values()].map((entry) => ({ ...entry })).sort((a, b) => a.order - b.order);
+      const entries = [...outbox.values()].map(copy).sort((a, b) => a.order - b.order);
       return Promise.resolve({ outbox: entries, highWater: Object.fromEntries(highWater) });
     },
     putOutbox(entries) {
-      for (const entry of entries) outbox.set(entry.clientMsgId, { ...entry });
+      for (const entry of entries) outbox.set(entry.clientMsgId, copy(entry));
       return Promise.resolve();
     },
     deleteOutbox(clientMsgIds) {
@@ -32,5 +33,20 @@ export function memoryStorage(): ClientStorage {
       }
       return Promise.resolve();
     },
+    getDeviceKey() {
+      return Promise.resolve(deviceKey && copyKey(deviceKey));
+    },
+    putDeviceKey(key) {
+      deviceKey = copyKey(key);
+      return Promise.resolve();
+    },
   };
+}
+
+function copyKey(key: StoredDeviceKey): StoredDeviceKey {
+  return key.peers ? { ...key, peers: { ...key.peers } } : { ...key };
+}
+
+function copy(entry: StoredSend): StoredSend {
+  return entry.recipientDevices ? { ...entry, recipientDevices: [...entry.recipientDevices] } : { ...entry };
 }

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import type { ClientStorage, StoredSend } from './storage.js';
+import type { ClientStorage, StoredDeviceKey, StoredSend } from './storage.js';
 
 /** A fresh, empty storage and, for a durable one, a way to open its data again. */
 export interface StorageUnderTest {
@@ -12,6 +12,17 @@ export interface StorageUnderTest {
 export interface ConformanceOptions {
   /** Also checks that the data outlives the adapter (`open` must give `reopen`). */
   durable?: boolean;
+  /** Also checks the device key methods (option `e2e: true` needs them; the shipped storages have them). */
+  deviceKey?: boolean;
+}
+
+/** A device key record as the SDK stores it. */
+export function storedDeviceKey(n = 1): StoredDeviceKey {
+  return {
+    publicKey: btoa(String.fromCharCode(...Array.from({ length: 32 }, (_, i) => (i + n) & 0xff))),
+    secretKey: btoa(String.fromCharCode(...Array.from({ length: 32 }, (_, i) => (i * 7 + n) & 0xff))),
+    createdAt: new Date(1_700_000_000_000 + n).toISOString(),
+  };
 }
 
 /** A pending send with every field set; `overrides` changes them (undefined: left out). */
@@ -37,7 +48,7 @@ export function storedSend(order: number, overrides: Partial<StoredSend> = {}): 
  */
 export function storageConformance(
   open: () => StorageUnderTest | Promise<StorageUnderTest>,
-  { durable = false }: ConformanceOptions = {},
+  { durable = false, deviceKey = true }: ConformanceOptions = {},
 ): void {
   let subject: StorageUnderTest;
   let storage: ClientStorage;
@@ -67,9 +78,10 @@ export function storageConformance(
   it('keeps every field of an entry', async () => {
     const text = storedSend(1);
     const sealed = storedSend(2, { body: undefined, contentType: undefined, ciphertext: 'AAEC', attempts: 3 });
-    await storage.putOutbox([text, sealed]);
+    const e2e = storedSend(3, { e2e: true, ciphertext: 'AQID', recipientDevices: ['bob/phone', 'alice/laptop'] });
+    await storage.putOutbox([text, sealed, e2e]);
 
-    expect((await storage.load()).outbox).toEqual([text, sealed]);
+    expect((await storage.load()).outbox).toEqual([text, sealed, e2e]);
   });
 
   it('lists the outbox by order, whatever order the entries were put in', async () => {
@@ -150,6 +162,21 @@ export function storageConformance(
     expect(outbox.map((entry) => entry.order)).toEqual(Array.from({ length: 150 }, (_, i) => 2 * i + 1));
   });
 
+  if (deviceKey) {
+    it('has no device key before one is put, then the last one put', async () => {
+      expect(await storage.getDeviceKey!()).toBeUndefined();
+      await storage.putDeviceKey!(storedDeviceKey(1));
+      expect(await storage.getDeviceKey!()).toEqual(storedDeviceKey(1));
+      const withPeers = { ...storedDeviceKey(2), peers: { 'bob/phone': 'ab12 cd34', 'ünï/✓': 'ef56' } };
+      await storage.putDeviceKey!(withPeers);
+      expect(await storage.getDeviceKey!()).toEqual(withPeers);
+      withPeers.peers['bob/phone'] = 'changed outside';
+      expect((await storage.getDeviceKey!())?.peers?.['bob/phone']).toBe('ab12 cd34');
+      // The key lives beside the outbox and marks, not in them.
+      expect(await storage.load()).toEqual({ outbox: [], highWater: {} });
+    });
+  }
+
   if (!durable) return;
 
   describe('when durable', () => {
@@ -161,6 +188,15 @@ export function storageConformance(
 
       expect(await reopen().load()).toEqual({ outbox: [storedSend(1), storedSend(3)], highWater: { a: 5, b: 1 } });
     });
+
+    if (deviceKey) {
+      it('hands the device key to the next adapter on the same data', async () => {
+        await storage.putDeviceKey!(storedDeviceKey(3));
+        await storage.close?.();
+
+        expect(await reopen().getDeviceKey!()).toEqual(storedDeviceKey(3));
+      });
+    }
 
     it('does not lower a mark stored by an earlier adapter', async () => {
       await storage.setHighWater({ a: 5 });

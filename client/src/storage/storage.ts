@@ -23,8 +23,30 @@ export interface ClientStorage {
   deleteOutbox(clientMsgIds: string[]): Promise<void>;
   /** Raises each conversation's mark to the given seq (a lower value never lowers it). */
   setHighWater(marks: Record<string, number>): Promise<void>;
+  /**
+   * End-to-end encryption (option `e2e: true`) only: this device's key pair, or undefined
+   * before the first was made. An app storage without e2e may leave both out; the three
+   * shipped storages implement them.
+   */
+  getDeviceKey?(): Promise<StoredDeviceKey | undefined>;
+  /** Replaces the device key record; durable when the promise resolves (losing it loses every message sealed to it). */
+  putDeviceKey?(key: StoredDeviceKey): Promise<void>;
   /** Releases what the storage holds open (file handles, database connections). */
   close?(): Promise<void>;
+}
+
+/** This device's X25519 key pair for e2e conversations, base64 (standard, padded). */
+export interface StoredDeviceKey {
+  publicKey: string;
+  secretKey: string;
+  /** When it was made, ISO-8601. */
+  createdAt: string;
+  /**
+   * The peer device keys this device has seen, as fingerprints by `userId/deviceId`
+   * (trust on first use): a key that differs later is reported as `'keyChange'`, also
+   * across restarts.
+   */
+  peers?: Record<string, string>;
 }
 
 export interface StoredState {
@@ -46,7 +68,15 @@ export interface OutboxEntry {
 export interface StoredSend extends OutboxEntry {
   /** Orders the outbox across restarts: strictly increasing in the order `send` was called. */
   order: number;
+  /** The plaintext; for an e2e send it stays on this device and the envelope goes out. */
   body?: string;
   ciphertext?: string;
   contentType?: string;
+  /**
+   * Sent by a client with `e2e: true`: the body is encrypted on the device when the
+   * conversation is e2e, and sealed again (fresh message key) when the members' devices changed.
+   */
+  e2e?: boolean;
+  /** With `e2e`: whom the current `ciphertext` was sealed to, as sent (`userId/deviceId`). */
+  recipientDevices?: string[];
 }
