@@ -43,7 +43,8 @@ export class PushDeliveryService {
     if (!apns) return;
     const { userId, deviceId } = data;
     const target = await this.devices.pushTarget(userId, deviceId, data.conversationId);
-    if (!target || target.platform !== 'ios' || !target.apnsToken) return this.skip('no_token');
+    const address = target?.address;
+    if (!target || address?.platform !== 'ios') return this.skip('no_token');
     if (target.ackedSeq === null || target.ackedSeq >= data.seq) return this.skip('acked');
     if ((await this.queue.isQueued({ userId, deviceId }, data.messageId)) === false) return this.skip('acked');
     if (await this.presence.isDeviceOnline(userId, deviceId)) return this.skip('online');
@@ -57,9 +58,9 @@ export class PushDeliveryService {
       preview: await this.previews.previewOf(data),
     };
     const result = await this.apns.send({
-      environment: target.apnsEnvironment ?? (apns.production ? 'production' : 'sandbox'),
-      token: target.apnsToken,
-      topic: target.apnsTopic ?? apns.topic,
+      environment: address.environment ?? (apns.production ? 'production' : 'sandbox'),
+      token: address.token,
+      topic: address.topic ?? apns.topic,
       payload: buildPayload(content, this.options.previewMaxChars),
       collapseId: data.conversationId,
       expiry: Math.floor(Date.now() / 1000) + this.options.expirySec,
@@ -73,7 +74,7 @@ export class PushDeliveryService {
     const what = `push to ${userId}/${deviceId} (message ${data.messageId}) refused: ${result.status ?? '-'} ${result.reason}${result.detail ? ` (${result.detail})` : ''}`;
     switch (kind) {
       case 'unregister': {
-        const cleared = await this.devices.clearApnsToken(userId, deviceId, target.apnsToken);
+        const cleared = await this.devices.forgetPushAddress(userId, deviceId, address);
         this.logger.log(`${what}; ${cleared ? 'token removed' : 'token already replaced'}`);
         this.metrics.count('failed', result.reason);
         throw new PushAttemptError(result.reason, false);

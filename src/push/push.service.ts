@@ -69,7 +69,7 @@ export class PushService implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async enqueue(message: WireMessage, recipients: readonly DeviceRef[]): Promise<void> {
-    const targets = await this.devices.pushableAmong(recipients);
+    const targets = await this.devices.pushableAmong(recipients, ['ios']);
     await this.jobs.add(
       targets.map((device) => ({
         messageId: message.id,

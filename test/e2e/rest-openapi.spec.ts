@@ -100,6 +100,8 @@ describe('REST OpenAPI document, errors and metrics', () => {
         'apnsToken',
         'apnsTopic',
         'apnsEnvironment',
+        'fcmToken',
+        'webPush',
         'publicKey',
         'userId',
       ]);
