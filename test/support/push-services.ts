@@ -32,15 +32,17 @@ export function pushEnv(standIns: PushStandIns): Record<string, string> {
 
 /**
  * Boots the service in this process against `standIns`, as startTestApp does, with push
- * options attached. `reuse` runs it on the database and Redis index of an earlier one (a
- * restart); closing it then leaves that database to its owner.
+ * options attached (and `overrides` in its environment). `reuse` runs it on the database
+ * and Redis index of an earlier one (a restart); closing it then leaves that database to
+ * its owner.
  */
 export async function startAppWithPushServices(
   standIns: PushStandIns,
   options: Partial<PushOptions> = {},
   reuse?: Pick<TestApp, 'databaseUrl' | 'redisUrl'>,
+  overrides: Record<string, string> = {},
 ): Promise<PushTestApp> {
-  const providers = pushEnv(standIns);
+  const providers = { ...pushEnv(standIns), ...overrides };
   const { env, dropDatabase } = reuse
     ? { env: testEnv(reuse.databaseUrl, reuse.redisUrl, providers), dropDatabase: () => Promise.resolve() }
     : await testEnvironment(providers);
