@@ -13,6 +13,7 @@ import type { PushOptions } from '../../src/push/push.options.js';
 import type { TestApp } from './app.js';
 import { startAppWithPushServices, type PushTestApp } from './push-services.js';
 import { selfSignedCertificate } from './tls.js';
+import { waitForCount } from './wait-for-count.js';
 
 export const APNS_TEST_TOPIC = 'com.example.chat';
 const TEAM_ID = 'TEAM123456';
@@ -187,16 +188,7 @@ export async function startFakeApns(): Promise<FakeApns> {
     sessions: () => sessionCount,
     script: (token, replies) => scripts.set(token, [...replies]),
     requestsFor,
-    waitFor: async (token, count, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      while (requestsFor(token).length < count) {
-        if (Date.now() > deadline) {
-          throw new Error(`APNs got ${requestsFor(token).length} of ${count} requests within ${timeoutMs} ms`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      return requestsFor(token);
-    },
+    waitFor: (token, count, timeoutMs = 10_000) => waitForCount(() => requestsFor(token), count, timeoutMs, 'APNs'),
     close: async () => {
       for (const session of open) session.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

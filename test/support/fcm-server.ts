@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { jwtVerify } from 'jose';
 
 import { selfSignedCertificate } from './tls.js';
+import { waitForCount } from './wait-for-count.js';
 
 export const FCM_TEST_PROJECT = 'chat-test-1234';
 const CLIENT_EMAIL = `push@${FCM_TEST_PROJECT}.iam.gserviceaccount.com`;
@@ -253,16 +254,7 @@ export async function startFakeFcm(): Promise<FakeFcm> {
     script: (token, replies) => scripts.set(token, [...replies]),
     revokeAccessTokens: () => accessTokens.clear(),
     sendsFor,
-    waitFor: async (token, count, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      while (sendsFor(token).length < count) {
-        if (Date.now() > deadline) {
-          throw new Error(`FCM got ${sendsFor(token).length} of ${count} sends within ${timeoutMs} ms`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      return sendsFor(token);
-    },
+    waitFor: (token, count, timeoutMs = 10_000) => waitForCount(() => sendsFor(token), count, timeoutMs, 'FCM'),
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

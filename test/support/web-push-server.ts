@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
 
 import { selfSignedCertificate } from './tls.js';
+import { waitForCount } from './wait-for-count.js';
 
 export const VAPID_TEST_SUBJECT = 'mailto:push-ops@example.com';
 
@@ -220,18 +221,8 @@ export async function startFakeWebPush(): Promise<FakeWebPush> {
     },
     script: (subscription, replies) => scripts.set(idOf(subscription.endpoint), [...replies]),
     pushesFor,
-    waitFor: async (subscription, count, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      while (pushesFor(subscription).length < count) {
-        if (Date.now() > deadline) {
-          throw new Error(
-            `the push service got ${pushesFor(subscription).length} of ${count} messages within ${timeoutMs} ms`,
-          );
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      return pushesFor(subscription);
-    },
+    waitFor: (subscription, count, timeoutMs = 10_000) =>
+      waitForCount(() => pushesFor(subscription), count, timeoutMs, 'the Web Push service'),
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
