@@ -13,9 +13,10 @@ const source = join(root, 'web', 'demo');
 const out = join(root, 'dist', 'web', 'demo');
 
 await mkdir(out, { recursive: true });
+// The page, and its service worker (Web Push notifications), each a bundle of its own.
 await build({
-  entryPoints: [join(source, 'main.ts')],
-  outfile: join(out, 'main.js'),
+  entryPoints: [join(source, 'main.ts'), join(source, 'sw.ts')],
+  outdir: out,
   bundle: true,
   format: 'esm',
   platform: 'browser',

@@ -14,6 +14,32 @@ export interface ApnsConfig {
   port?: number;
 }
 
+/** Android push over FCM HTTP v1, from FCM_SERVICE_ACCOUNT and FCM_BASE_URL. */
+export interface FcmConfig {
+  /** The service account's Firebase project: sends go to /v1/projects/{projectId}/messages:send. */
+  projectId: string;
+  /** The service account's identity, the `iss` of its OAuth2 JWT grant. */
+  clientEmail: string;
+  /** Its RSA private key (PEM), which signs the grant. */
+  privateKey: string;
+  /** Its `private_key_id`, sent as the grant's `kid` when the account has one. */
+  privateKeyId?: string;
+  /** Where the grant goes: the account's own `token_uri`, never a built-in address. */
+  tokenUri: string;
+  /** The FCM origin, without a trailing slash or `/v1` (default https://fcm.googleapis.com). */
+  baseUrl: string;
+}
+
+/** Web Push with VAPID (RFC 8292), from VAPID_PUBLIC_KEY, VAPID_PRIVATE_KEY and VAPID_SUBJECT. */
+export interface WebPushConfig {
+  /** base64url of the raw P-256 public point (65 bytes): what browsers subscribe with. */
+  publicKey: string;
+  /** base64url of the private scalar (32 bytes). */
+  privateKey: string;
+  /** The operator's contact, `mailto:` or `https:`. */
+  subject: string;
+}
+
 /**
  * The validated, typed configuration. Services receive it by injection
  * (`constructor(private readonly config: AppConfig)`); nothing else reads process.env.
@@ -27,7 +53,10 @@ export class AppConfig {
   readonly jwt!: { key: JwtKeySource; issuer?: string; audience?: string[]; clockToleranceSec: number };
   readonly encryption!: { keys: MasterKey[]; activeVersion: number };
   readonly corsOrigins!: string[];
+  /** Each push provider is null (off) when its variables are unset. */
   readonly apns!: ApnsConfig | null;
+  readonly fcm!: FcmConfig | null;
+  readonly webPush!: WebPushConfig | null;
   readonly migrateOnStart!: boolean;
   /**
    * Serve the web chat at /demo. Its dev token endpoint is mounted only outside

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createECDH, generateKeyPairSync, randomBytes } from 'node:crypto';
 
 import { describe, expect, it } from 'vitest';
 
@@ -130,5 +130,125 @@ describe('configuration', () => {
     expect(parseEnv({ ...valid, NODE_ENV: 'development' }).demoEnabled).toBe(true);
     expect(parseEnv({ ...valid, NODE_ENV: 'test', DEMO_ENABLED: 'off' }).demoEnabled).toBe(false);
     expect(problemsOf({ ...valid, DEMO_ENABLED: 'sometimes' })).toEqual([expect.stringMatching(/^DEMO_ENABLED:/)]);
+  });
+
+  describe('push providers', () => {
+    const rsaKey = generateKeyPairSync('rsa', { modulusLength: 2048 })
+      .privateKey.export({ type: 'pkcs8', format: 'pem' })
+      .toString();
+    const account = (fields: Record<string, unknown> = {}) =>
+      JSON.stringify({
+        type: 'service_account',
+        project_id: 'chat-app-1234',
+        private_key_id: 'abc123',
+        private_key: rsaKey,
+        client_email: 'push@chat-app-1234.iam.gserviceaccount.com',
+        token_uri: 'https://oauth2.googleapis.com/token',
+        ...fields,
+      });
+    const vapid = () => {
+      const ecdh = createECDH('prime256v1');
+      ecdh.generateKeys();
+      return {
+        VAPID_PUBLIC_KEY: ecdh.getPublicKey().toString('base64url'),
+        VAPID_PRIVATE_KEY: ecdh.getPrivateKey().toString('base64url'),
+        VAPID_SUBJECT: 'mailto:ops@example.com',
+      };
+    };
+
+    it('leaves each provider off when its variables are unset', () => {
+      const config = parseEnv(valid);
+      expect(config.fcm).toBeNull();
+      expect(config.webPush).toBeNull();
+    });
+
+    it('enables FCM from the service account JSON, keeping its token_uri', () => {
+      const config = parseEnv({ ...valid, FCM_SERVICE_ACCOUNT: account({ token_uri: 'https://idp.example.com/t' }) });
+      expect(config.fcm).toEqual({
+        projectId: 'chat-app-1234',
+        clientEmail: 'push@chat-app-1234.iam.gserviceaccount.com',
+        privateKey: rsaKey.trim(),
+        privateKeyId: 'abc123',
+        tokenUri: 'https://idp.example.com/t',
+        baseUrl: 'https://fcm.googleapis.com',
+      });
+      const local = parseEnv({
+        ...valid,
+        FCM_SERVICE_ACCOUNT: account({ token_uri: 'http://127.0.0.1:9000/token' }),
+        FCM_BASE_URL: 'http://localhost:9001/',
+      });
+      expect(local.fcm).toMatchObject({ tokenUri: 'http://127.0.0.1:9000/token', baseUrl: 'http://localhost:9001' });
+    });
+
+    it('names what is wrong with a service account, without echoing it', () => {
+      const problems = (value: string) => problemsOf({ ...valid, FCM_SERVICE_ACCOUNT: value });
+      expect(problems('/etc/secrets/firebase.json')).toEqual([
+        'FCM_SERVICE_ACCOUNT: must be the service account JSON itself (the contents of the file, not its path)',
+      ]);
+      expect(problems('[1]')).toEqual([expect.stringMatching(/^FCM_SERVICE_ACCOUNT: must be a JSON object/)]);
+      const [broken] = problems(
+        account({ type: 'authorized_user', private_key: 'not a key', token_uri: 'http://idp.example.com/token' }),
+      );
+      expect(broken).toMatch(/^FCM_SERVICE_ACCOUNT: /);
+      expect(broken).toContain('"type" must be "service_account"');
+      expect(broken).toContain('"private_key" is not a PEM private key');
+      expect(broken).toContain('"token_uri" must be an https:// URL (http:// only to localhost)');
+      expect(broken).not.toContain('not a key');
+      const [missing] = problems(JSON.stringify({ type: 'service_account' }));
+      for (const field of ['project_id', 'client_email', 'private_key', 'token_uri']) {
+        expect(missing).toContain(`"${field}" is missing`);
+      }
+      const ecKey = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString();
+      expect(problems(account({ private_key: ecKey }))).toEqual([
+        'FCM_SERVICE_ACCOUNT: "private_key" must be an RSA key',
+      ]);
+    });
+
+    it('takes FCM_BASE_URL as an origin only', () => {
+      for (const bad of ['https://fcm.example.com/v1', 'http://fcm.example.com', 'fcm.example.com']) {
+        expect(problemsOf({ ...valid, FCM_SERVICE_ACCOUNT: account(), FCM_BASE_URL: bad }), bad).toEqual([
+          expect.stringMatching(/^FCM_BASE_URL: /),
+        ]);
+      }
+    });
+
+    it('enables web push with all three VAPID settings, in unpadded base64url', () => {
+      const keys = vapid();
+      const config = parseEnv({ ...valid, ...keys, VAPID_PRIVATE_KEY: `${keys.VAPID_PRIVATE_KEY}=` });
+      expect(config.webPush).toEqual({
+        publicKey: keys.VAPID_PUBLIC_KEY,
+        privateKey: keys.VAPID_PRIVATE_KEY,
+        subject: 'mailto:ops@example.com',
+      });
+      expect(parseEnv({ ...valid, ...keys, VAPID_SUBJECT: 'https://example.com/contact' }).webPush?.subject).toBe(
+        'https://example.com/contact',
+      );
+    });
+
+    it('refuses partial, malformed or mismatched VAPID keys', () => {
+      const keys = vapid();
+      expect(problemsOf({ ...valid, VAPID_PUBLIC_KEY: keys.VAPID_PUBLIC_KEY })).toEqual([
+        expect.stringMatching(/^VAPID_PRIVATE_KEY: required when any VAPID_\* setting is set/),
+        expect.stringMatching(/^VAPID_SUBJECT: required/),
+      ]);
+      const offCurve = Buffer.from(keys.VAPID_PUBLIC_KEY, 'base64url');
+      offCurve[64] ^= 1;
+      const malformed = problemsOf({
+        ...valid,
+        VAPID_PUBLIC_KEY: offCurve.toString('base64url'),
+        VAPID_PRIVATE_KEY: 'c2hvcnQ',
+        VAPID_SUBJECT: 'ops@example.com',
+      });
+      expect(malformed.map((p) => p.split(':')[0]).sort()).toEqual([
+        'VAPID_PRIVATE_KEY',
+        'VAPID_PUBLIC_KEY',
+        'VAPID_SUBJECT',
+      ]);
+      expect(problemsOf({ ...valid, ...keys, VAPID_PUBLIC_KEY: vapid().VAPID_PUBLIC_KEY })).toEqual([
+        'VAPID_PUBLIC_KEY: is not the public key of VAPID_PRIVATE_KEY',
+      ]);
+    });
   });
 });

@@ -11,6 +11,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** FCM's own origin; FCM_BASE_URL replaces it (tests, proxies). */
+export const DEFAULT_FCM_BASE_URL = 'https://fcm.googleapis.com';
+
 const list = (value: string | undefined): string[] =>
   (value ?? '')
     .split(',')
@@ -61,6 +64,16 @@ export function parseEnv(env: Record<string, string | undefined>): AppConfig {
             production: e.APNS_PRODUCTION,
             host: e.APNS_HOST,
             port: e.APNS_PORT,
+          }
+        : null,
+    fcm: e.FCM_SERVICE_ACCOUNT ? { ...e.FCM_SERVICE_ACCOUNT, baseUrl: e.FCM_BASE_URL ?? DEFAULT_FCM_BASE_URL } : null,
+    webPush:
+      e.VAPID_PUBLIC_KEY && e.VAPID_PRIVATE_KEY && e.VAPID_SUBJECT
+        ? {
+            // Unpadded, the form browsers and the web-push library take.
+            publicKey: e.VAPID_PUBLIC_KEY.replace(/=+$/, ''),
+            privateKey: e.VAPID_PRIVATE_KEY.replace(/=+$/, ''),
+            subject: e.VAPID_SUBJECT,
           }
         : null,
     migrateOnStart: e.MIGRATE_ON_START,

@@ -1,4 +1,8 @@
+import { createPrivateKey } from 'node:crypto';
+
 import { z } from 'zod';
+
+import { decodeBase64Url, isP256PublicPoint, p256PublicPointOf } from '../common/p256.js';
 
 /** Log levels accepted in LOG_LEVEL, most verbose first. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
@@ -95,6 +99,128 @@ const urlWithProtocols = (protocols: string[], what: string) =>
       `must be a ${protocols.map((p) => `${p}//`).join(' or ')} URL`,
     );
 
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * An https URL, or http to this machine only (a local proxy or test server): the FCM
+ * grant and sends carry credentials, which must not cross a network in the clear.
+ */
+function secureUrlProblem(value: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an https:// URL';
+  }
+  if (url.protocol === 'https:') return null;
+  if (url.protocol === 'http:' && (LOOPBACK_HOSTS.has(url.hostname) || url.hostname.startsWith('127.'))) return null;
+  return 'must be an https:// URL (http:// only to localhost)';
+}
+
+/** The fields of a Firebase service account JSON that FCM needs. */
+export interface ServiceAccount {
+  projectId: string;
+  clientEmail: string;
+  privateKey: string;
+  privateKeyId?: string;
+  tokenUri: string;
+}
+
+/** FCM_SERVICE_ACCOUNT: the service account JSON itself (not a path); unset or blank: undefined. */
+const serviceAccount = optionalText.transform((value, ctx): ServiceAccount | undefined => {
+  if (value === undefined) return undefined;
+  const fail = (message: string) => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  let json: unknown;
+  try {
+    json = JSON.parse(value);
+  } catch {
+    return fail('must be the service account JSON itself (the contents of the file, not its path)');
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    return fail('must be a JSON object (a Firebase service account)');
+  }
+  const account = json as Record<string, unknown>;
+  const text = (field: string) => {
+    const found = account[field];
+    return typeof found === 'string' && found.trim() !== '' ? found.trim() : undefined;
+  };
+  const problems: string[] = [];
+  if (account.type !== undefined && account.type !== 'service_account') {
+    problems.push(`"type" must be "service_account", got ${JSON.stringify(account.type)}`);
+  }
+  const projectId = text('project_id');
+  const clientEmail = text('client_email');
+  const privateKey = text('private_key');
+  const tokenUri = text('token_uri');
+  for (const [field, found] of Object.entries({
+    project_id: projectId,
+    client_email: clientEmail,
+    private_key: privateKey,
+    token_uri: tokenUri,
+  })) {
+    if (found === undefined) problems.push(`"${field}" is missing`);
+  }
+  if (privateKey !== undefined) {
+    try {
+      if (createPrivateKey(privateKey).asymmetricKeyType !== 'rsa') problems.push('"private_key" must be an RSA key');
+    } catch {
+      problems.push('"private_key" is not a PEM private key');
+    }
+  }
+  const uriProblem = tokenUri === undefined ? null : secureUrlProblem(tokenUri);
+  if (uriProblem) problems.push(`"token_uri" ${uriProblem}`);
+  if (problems.length > 0) return fail(problems.join('; '));
+  return {
+    projectId: projectId!,
+    clientEmail: clientEmail!,
+    privateKey: privateKey!,
+    privateKeyId: text('private_key_id'),
+    tokenUri: tokenUri!,
+  };
+});
+
+/** FCM_BASE_URL: an origin (no path), without a trailing slash. */
+const fcmBaseUrl = optionalText.transform((value, ctx) => {
+  if (value === undefined) return undefined;
+  const problem = secureUrlProblem(value);
+  if (problem || new URL(value).pathname !== '/' || new URL(value).search !== '') {
+    ctx.addIssue({
+      code: 'custom',
+      message: problem ?? 'must be an origin like https://fcm.googleapis.com, without /v1 or another path',
+    });
+    return z.NEVER;
+  }
+  return new URL(value).origin;
+});
+
+/** A VAPID key in the form `web-push generate-vapid-keys` prints. */
+const vapidKey = (kind: 'public' | 'private') =>
+  optionalText.refine(
+    (value) => {
+      if (value === undefined) return true;
+      const bytes = decodeBase64Url(value);
+      if (bytes === null) return false;
+      return kind === 'public' ? isP256PublicPoint(bytes) : p256PublicPointOf(bytes) !== null;
+    },
+    kind === 'public'
+      ? 'must be base64url of an uncompressed P-256 public point (65 bytes), as web-push generate-vapid-keys prints'
+      : 'must be base64url of a P-256 private key (32 bytes), as web-push generate-vapid-keys prints',
+  );
+
+/** VAPID_SUBJECT: how a push service reaches the operator. */
+const vapidSubject = optionalText.refine((value) => {
+  if (value === undefined) return true;
+  try {
+    const url = new URL(value);
+    return url.protocol === 'https:' || (url.protocol === 'mailto:' && url.pathname.includes('@'));
+  } catch {
+    return false;
+  }
+}, 'must be a mailto: address or an https: URL (RFC 8292 contact), e.g. mailto:ops@example.com');
+
 /** One master key of ENCRYPTION_KEYS. */
 export interface MasterKey {
   version: number;
@@ -160,6 +286,11 @@ export const envSchema = z.object({
   APNS_PRODUCTION: boolean(false),
   APNS_HOST: optionalText,
   APNS_PORT: port(),
+  FCM_SERVICE_ACCOUNT: serviceAccount,
+  FCM_BASE_URL: fcmBaseUrl,
+  VAPID_PUBLIC_KEY: vapidKey('public'),
+  VAPID_PRIVATE_KEY: vapidKey('private'),
+  VAPID_SUBJECT: vapidSubject,
   MIGRATE_ON_START: boolean(true),
   MAX_CONNECTIONS_PER_USER: positiveInt(50, 1_000_000),
   MAX_CONNECTIONS_PER_IP: limitOrOff(2_000, 1_000_000),
@@ -245,6 +376,21 @@ export function crossFieldProblems(env: Record<string, string | undefined>): Con
       name: 'SOCKET_SEND_BUFFER_BYTES',
       message: `must be at least 4 × MAX_MESSAGE_BYTES (${4 * maxMessage.data}), got ${sendBuffer.data}`,
     });
+  }
+  const vapidNames = ['VAPID_PUBLIC_KEY', 'VAPID_PRIVATE_KEY', 'VAPID_SUBJECT'] as const;
+  const vapidSet = vapidNames.filter((name) => present(env[name]));
+  if (vapidSet.length > 0 && vapidSet.length < vapidNames.length) {
+    for (const name of vapidNames.filter((n) => !present(env[n]))) {
+      problems.push({ name, message: 'required when any VAPID_* setting is set (web push needs all three)' });
+    }
+  }
+  if (present(env.VAPID_PUBLIC_KEY) && present(env.VAPID_PRIVATE_KEY)) {
+    const publicKey = decodeBase64Url(env.VAPID_PUBLIC_KEY.trim());
+    const privateKey = decodeBase64Url(env.VAPID_PRIVATE_KEY.trim());
+    const derived = privateKey && p256PublicPointOf(privateKey);
+    if (publicKey && derived && !derived.equals(publicKey)) {
+      problems.push({ name: 'VAPID_PUBLIC_KEY', message: 'is not the public key of VAPID_PRIVATE_KEY' });
+    }
   }
   for (const origin of (env.CORS_ORIGINS ?? '')
     .split(',')

@@ -20,6 +20,8 @@ const FILES: Record<string, string> = {
   'main.js': 'text/javascript; charset=utf-8',
   'main.js.map': 'application/json; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
+  'sw.js': 'text/javascript; charset=utf-8',
+  'sw.js.map': 'application/json; charset=utf-8',
 };
 
 /** Serves the demo page and its assets (same origin as the API, so no CORS is needed). */

@@ -52,18 +52,33 @@ export class DeviceRegistrationService {
   }
 }
 
-const APNS_FIELDS = ['apnsToken', 'apnsTopic', 'apnsEnvironment'] as const;
+/** Each platform's push fields; a field of one platform is refused on the others. */
+const PUSH_FIELDS = {
+  ios: ['apnsToken', 'apnsTopic', 'apnsEnvironment'],
+  android: ['fcmToken'],
+  web: ['webPush'],
+} as const satisfies Record<Platform, readonly (keyof DeviceRegistration)[]>;
 
 /**
  * A push field (one given a value; null only clears) needs a platform, and the right one:
- * apns* for ios. Throws bad_request listing each problem, as request validation does.
+ * apns* for ios, fcmToken for android, webPush for web. Throws bad_request listing each
+ * problem, as request validation does.
  */
 function rejectMisplacedPushFields(platform: Platform | null, registration: DeviceRegistration): void {
-  const given = APNS_FIELDS.filter((field) => registration[field] !== undefined && registration[field] !== null);
-  if (given.length === 0 || platform === 'ios') return;
-  const problems =
-    platform === null
-      ? [{ path: 'platform', message: 'needed once, before any push field' }]
-      : given.map((field) => ({ path: field, message: 'only for platform ios' }));
-  throw AppError.badRequest(problems.map((p) => `${p.path}: ${p.message}`).join('; '), { problems });
+  const problems: { path: string; message: string }[] = [];
+  for (const [owner, fields] of Object.entries(PUSH_FIELDS) as [Platform, readonly (keyof DeviceRegistration)[]][]) {
+    if (owner === platform) continue;
+    for (const field of fields) {
+      if (registration[field] === undefined || registration[field] === null) continue;
+      problems.push(
+        platform === null
+          ? { path: 'platform', message: 'needed once, before any push field' }
+          : { path: field, message: `only for platform ${owner}` },
+      );
+    }
+  }
+  if (problems.length === 0) return;
+  // Without a platform, one problem says it, however many push fields came.
+  const unique = platform === null ? problems.slice(0, 1) : problems;
+  throw AppError.badRequest(unique.map((p) => `${p.path}: ${p.message}`).join('; '), { problems: unique });
 }

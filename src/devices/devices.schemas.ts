@@ -1,5 +1,6 @@
 import { z } from 'zod';
 
+import { decodeBase64Url, isP256PublicPoint } from '../common/p256.js';
 import { actingUserSchema, isoDateSchema } from '../http/common.schemas.js';
 import { dataOf } from '../http/openapi.js';
 import type { DeviceRecord } from './devices.repository.js';
@@ -9,6 +10,43 @@ import type { DeviceRecord } from './devices.repository.js';
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 export const PUBLIC_KEY_MIN_BYTES = 16;
 export const PUBLIC_KEY_MAX_BYTES = 4_096;
+/** Browsers' push service URLs are a few hundred characters. */
+export const WEB_PUSH_ENDPOINT_MAX_CHARS = 2_048;
+
+/** base64url of exactly `bytes` bytes that pass `check`. */
+const base64UrlBytes = (bytes: number, what: string, check: (decoded: Buffer) => boolean = () => true) =>
+  z.string({ error: 'must be a string' }).refine((value) => {
+    const decoded = decodeBase64Url(value);
+    return decoded !== null && decoded.length === bytes && check(decoded);
+  }, `must be base64url of ${what}`);
+
+/** What a browser's `PushSubscription.toJSON()` holds; `expirationTime` is taken and ignored. */
+const webPushSubscription = z.object(
+  {
+    endpoint: z
+      .string({ error: 'must be a string' })
+      .max(WEB_PUSH_ENDPOINT_MAX_CHARS, {
+        message: `must be at most ${WEB_PUSH_ENDPOINT_MAX_CHARS} characters`,
+        abort: true,
+      })
+      .refine((value) => {
+        try {
+          return new URL(value).protocol === 'https:';
+        } catch {
+          return false;
+        }
+      }, 'must be an https URL (the push service of the subscription)'),
+    expirationTime: z.number().nullable().optional(),
+    keys: z.object(
+      {
+        p256dh: base64UrlBytes(65, 'an uncompressed P-256 public point (65 bytes)', isP256PublicPoint),
+        auth: base64UrlBytes(16, 'the 16-byte auth secret'),
+      },
+      { error: 'must be an object { p256dh, auth }' },
+    ),
+  },
+  { error: 'must be a PushSubscription { endpoint, keys: { p256dh, auth } }' },
+);
 
 export const registerDeviceBody = z
   .object({
@@ -17,7 +55,8 @@ export const registerDeviceBody = z
       .optional()
       .describe(
         'needed once, before any push field; left out keeps the stored one; ' +
-          "a change clears the push fields of the platform left (apns* when leaving 'ios')",
+          "a change clears the push fields of the platform left (apns* when leaving 'ios', fcmToken when leaving " +
+          "'android', webPush when leaving 'web')",
       ),
     apnsToken: z
       .string({ error: 'must be a string' })
@@ -36,6 +75,16 @@ export const registerDeviceBody = z
       .nullable()
       .optional()
       .describe('ios: the APNs gateway of this build; left out keeps it; null clears it'),
+    fcmToken: z
+      .string({ error: 'must be a string' })
+      .regex(/^[A-Za-z0-9_:.-]{16,4096}$/, 'must be an FCM registration token')
+      .nullable()
+      .optional()
+      .describe('android: the FCM registration token; never echoed; left out keeps it; null clears it'),
+    webPush: webPushSubscription
+      .nullable()
+      .optional()
+      .describe("web: the browser's PushSubscription (its toJSON()); never echoed; left out keeps it; null clears it"),
     publicKey: z
       .string({ error: 'must be a string' })
       .max(Math.ceil(PUBLIC_KEY_MAX_BYTES / 3) * 4, {
@@ -63,6 +112,8 @@ export const deviceSchema = z
     deviceId: z.string(),
     platform: z.enum(['ios', 'android', 'web']).nullable().describe('null for a device only known from a socket'),
     hasApnsToken: z.boolean().describe('the token itself is never echoed'),
+    hasFcmToken: z.boolean().describe('the token itself is never echoed'),
+    hasWebPush: z.boolean().describe('whether a Web Push subscription is registered; it is never echoed'),
     apnsTopic: z.string().nullable(),
     apnsEnvironment: z.enum(['sandbox', 'production']).nullable(),
     publicKey: z.string().nullable(),
@@ -83,6 +134,8 @@ export function toDeviceJson(device: DeviceRecord): z.infer<typeof deviceSchema>
     deviceId: device.deviceId,
     platform: device.platform,
     hasApnsToken: device.apnsToken !== null,
+    hasFcmToken: device.fcmToken !== null,
+    hasWebPush: device.webPush !== null,
     apnsTopic: device.apnsTopic,
     apnsEnvironment: device.apnsEnvironment,
     publicKey: device.publicKey,

@@ -32,10 +32,10 @@ export class HealthController {
    * 200 when PostgreSQL and Redis answer, else 503; the body names each dependency and its
    * status only (`{ status, info, error }`, entries `{ status: 'up' | 'down' }`): this
    * route has no auth, so why a dependency is down (driver messages, addresses) goes to
-   * the log with the request's id, never to the caller. `push` is informational ('up',
-   * or 'disabled' without APNs configuration) and never fails readiness. Once SIGTERM
-   * came it is 503 at once (`shutdown: down`), so load balancers stop routing here while
-   * the instance drains.
+   * the log with the request's id, never to the caller. `push` and its providers `apns`,
+   * `fcm` and `webPush` are informational ('up', or 'disabled' when unconfigured) and never
+   * fail readiness. Once SIGTERM came it is 503 at once (`shutdown: down`), so load
+   * balancers stop routing here while the instance drains.
    */
   @Get('ready')
   async ready(@Req() request: Request, @Res({ passthrough: true }) response: Response): Promise<Readiness> {
@@ -64,8 +64,14 @@ export class HealthController {
       if (up) info[name] = { status: 'up' };
       else error[name] = { status: 'down' };
     }
-    // Informational: push is optional, so it never fails readiness.
-    info.push = { status: this.config.apns === null ? 'disabled' : 'up' };
+    // Informational: push is optional, so it never fails readiness. `push` is up when any
+    // provider is configured; each provider says whether it is.
+    const providers = { apns: this.config.apns, fcm: this.config.fcm, webPush: this.config.webPush };
+    const anyOn = Object.values(providers).some((provider) => provider !== null);
+    info.push = { status: anyOn ? 'up' : 'disabled' };
+    for (const [name, provider] of Object.entries(providers)) {
+      info[name] = { status: provider === null ? 'disabled' : 'up' };
+    }
     const ready = Object.keys(error).length === 0;
     response.status(ready ? HttpStatus.OK : HttpStatus.SERVICE_UNAVAILABLE);
     return { status: ready ? 'ok' : 'error', info, error };

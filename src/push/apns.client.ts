@@ -2,37 +2,16 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Notification, Provider, type ProviderOptions, type ResponseFailure } from '@parse/node-apn';
 
 import { AppConfig, type ApnsConfig } from '../config/app-config.js';
-import type { ApnsEnvironment } from '../devices/devices.repository.js';
-import type { ApnsPayload } from './push.payload.js';
+import type { ApnsEnvironment, PushAddress } from '../devices/devices.repository.js';
+import { buildPayload } from './push.payload.js';
 import { PUSH_OPTIONS, type PushOptions } from './push.options.js';
+import type { PushFailureKind, PushNotice, PushProvider, PushResult } from './push.provider.js';
 
-/** One notification to one device token. */
-export interface ApnsRequest {
-  environment: ApnsEnvironment;
-  token: string;
-  topic: string;
-  payload: ApnsPayload;
-  /** Notifications with the same id replace each other on the device (≤ 64 bytes). */
-  collapseId: string;
-  /** Unix seconds after which APNs drops it undelivered. */
-  expiry: number;
-}
-
-/** What APNs (or the way to it) answered. */
-export type ApnsResult = { ok: true } | { ok: false; status?: number; reason: string; detail?: string };
-
-/** How a failed send is handled. */
-export type ApnsFailureKind =
-  /** Try again later (429, 5xx, expired provider token, no answer). */
-  | 'retry'
-  /** The token is dead for this app: forget it, do not retry. */
-  | 'unregister'
-  /** Retrying cannot help (a bad request, a bad provider key). */
-  | 'reject';
+type IosAddress = Extract<PushAddress, { platform: 'ios' }>;
 
 const UNREGISTER_400 = new Set(['BadDeviceToken', 'DeviceTokenNotForTopic']);
 
-export function classifyApnsFailure(result: { status?: number; reason: string }): ApnsFailureKind {
+export function classifyApnsFailure(result: { status?: number; reason: string }): PushFailureKind {
   const { status, reason } = result;
   if (status === undefined) return 'retry';
   if (status === 410) return 'unregister';
@@ -78,13 +57,14 @@ const KNOWN_REASONS = new Set([
   'Shutdown',
 ]);
 
-function resultOf(failure: ResponseFailure | undefined): ApnsResult {
-  if (!failure) return { ok: false, reason: 'no_answer' };
+function resultOf(failure: ResponseFailure | undefined): PushResult {
+  if (!failure) return { ok: false, kind: 'retry', reason: 'no_answer' };
   const status = typeof failure.status === 'number' ? failure.status : undefined;
   // The library's own messages (timeouts, connection errors) never include the token.
-  if (status === undefined) return { ok: false, reason: 'network', detail: failure.error?.message };
-  const reason = failure.response?.reason;
-  return { ok: false, status, reason: reason && KNOWN_REASONS.has(reason) ? reason : `http_${status}` };
+  if (status === undefined) return { ok: false, kind: 'retry', reason: 'network', detail: failure.error?.message };
+  const given = failure.response?.reason;
+  const reason = given && KNOWN_REASONS.has(given) ? given : `http_${status}`;
+  return { ok: false, kind: classifyApnsFailure({ status, reason }), status, reason };
 }
 
 const SHUTDOWN_TIMEOUT_MS = 1_000;
@@ -112,13 +92,17 @@ function shutdown(provider: Provider): Promise<void> {
  * the library's own immediate retries are off. Device tokens are never logged.
  */
 @Injectable()
-export class ApnsClient {
+export class ApnsClient implements PushProvider<IosAddress> {
   private readonly providers = new Map<ApnsEnvironment, Provider>();
 
   constructor(
     private readonly config: AppConfig,
     @Inject(PUSH_OPTIONS) private readonly options: PushOptions,
   ) {}
+
+  get enabled(): boolean {
+    return this.config.apns !== null;
+  }
 
   /** Builds both providers; throws (at boot) when APNS_KEY is not a usable ES256 key. */
   open(): void {
@@ -136,17 +120,34 @@ export class ApnsClient {
     }
   }
 
-  async send(request: ApnsRequest): Promise<ApnsResult> {
-    const provider = this.providers.get(request.environment);
-    if (!provider) return { ok: false, reason: 'not_open' };
+  /**
+   * One alert: to the device's APNs environment (else APNS_PRODUCTION's) and topic (else
+   * APNS_TOPIC), priority 10, the conversation as thread and collapse id.
+   */
+  async send(address: IosAddress, notice: PushNotice): Promise<PushResult> {
+    const apns = this.config.apns;
+    const environment = address.environment ?? (apns?.production ? 'production' : 'sandbox');
+    const provider = this.providers.get(environment);
+    if (!apns || !provider) return { ok: false, kind: 'retry', reason: 'not_open' };
     const notification = new Notification();
-    notification.rawPayload = request.payload;
-    notification.topic = request.topic;
+    notification.rawPayload = buildPayload(
+      {
+        conversationId: notice.conversationId,
+        messageId: notice.messageId,
+        e2e: notice.e2e,
+        // This message at least is unacked.
+        badge: notice.alert?.badge ?? 1,
+        preview: notice.alert?.preview,
+      },
+      this.options.previewMaxChars,
+    );
+    notification.topic = address.topic ?? apns.topic;
     notification.pushType = 'alert';
     notification.priority = 10;
-    notification.expiry = request.expiry;
-    notification.collapseId = request.collapseId;
-    const { sent, failed } = await provider.send(notification, request.token);
+    notification.expiry = notice.expiresAt;
+    // Notifications with the same collapse id (≤ 64 bytes) replace each other on the device.
+    notification.collapseId = notice.conversationId;
+    const { sent, failed } = await provider.send(notification, address.token);
     return sent.length > 0 ? { ok: true } : resultOf(failed[0]);
   }
 

@@ -24,21 +24,48 @@ export interface PushAttempt {
   attempts: number;
 }
 
-/** Thrown by a handler for a failed try; `retryable: false` ends the job at once. */
+/**
+ * Thrown by a handler for a failed try; `retryable: false` ends the job at once.
+ * `retryAfterMs` (the provider's Retry-After) delays the next try at least that long.
+ */
 export class PushAttemptError extends Error {
   constructor(
     readonly reason: string,
     readonly retryable: boolean,
+    readonly retryAfterMs?: number,
   ) {
     super(reason);
     this.name = 'PushAttemptError';
   }
 }
 
+/** Each retry waits up to 20% less than its exponential step, so retries spread out. */
+const BACKOFF_JITTER = 0.2;
+/** The job option naming the backoff below (a custom BullMQ strategy). */
+const BACKOFF_TYPE = 'push';
+
+/**
+ * How long before try `attemptsMade + 1`: `backoffMs` doubled per try made, less up to
+ * 20% jitter (as BullMQ's exponential backoff), but never sooner than the provider's
+ * Retry-After (capped at `maxRetryAfterMs`).
+ */
+export function retryDelayMs(
+  attemptsMade: number,
+  options: Pick<PushOptions, 'backoffMs' | 'maxRetryAfterMs'>,
+  error: unknown,
+  random: () => number = Math.random,
+): number {
+  const step = Math.round(2 ** Math.max(0, attemptsMade - 1) * options.backoffMs);
+  const backoff = Math.floor(step * (1 - BACKOFF_JITTER) + random() * step * BACKOFF_JITTER);
+  const asked = error instanceof PushAttemptError ? (error.retryAfterMs ?? 0) : 0;
+  return Math.max(backoff, Math.min(asked, options.maxRetryAfterMs));
+}
+
 /**
  * The durable push queue: BullMQ in Redis (keys `bull:push:*`), so jobs outlive a restart.
  * One job per message and device (`jobId` dedupes), delayed by the grace period, retried
- * with exponential backoff, kept as failed after the last try.
+ * with exponential backoff (or the provider's Retry-After), kept as failed after the last
+ * try. The same jobs serve every platform: a job names a device, not a provider.
  *
  * Two connections of its own, not the shared one: the worker's (BullMQ duplicates it for
  * its blocking fetch) must have `maxRetriesPerRequest: null`; the producer's keeps failing
@@ -84,7 +111,12 @@ export class PushJobsRepository {
           throw error;
         }
       },
-      { connection: this.consumer, prefix: PUSH_QUEUE_PREFIX, concurrency: this.options.concurrency },
+      {
+        connection: this.consumer,
+        prefix: PUSH_QUEUE_PREFIX,
+        concurrency: this.options.concurrency,
+        settings: { backoffStrategy: (attemptsMade, _type, error) => retryDelayMs(attemptsMade, this.options, error) },
+      },
     );
     this.worker.on('error', onError('push worker'));
   }
@@ -95,13 +127,13 @@ export class PushJobsRepository {
     const o = this.options;
     await this.queue.addBulk(
       jobs.map((data) => ({
-        name: 'apns',
+        name: 'push',
         data,
         opts: {
           jobId: pushJobId(data),
           delay: o.graceMs,
           attempts: o.attempts,
-          backoff: { type: 'exponential', delay: o.backoffMs, jitter: 0.2 },
+          backoff: { type: BACKOFF_TYPE, delay: o.backoffMs },
           removeOnComplete: { age: o.keepCompletedSec, count: o.keepCompletedCount },
           removeOnFail: { age: o.keepFailedSec },
         },

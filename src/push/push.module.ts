@@ -7,27 +7,38 @@ import { MessagesRepository } from '../messages/messages.repository.js';
 import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
 import { PresenceModule } from '../presence/presence.module.js';
 import { ApnsClient } from './apns.client.js';
+import { FcmClient } from './fcm.client.js';
+import { PushController } from './push.controller.js';
 import { PushDeliveryService } from './push-delivery.service.js';
+import { PushHttp } from './push-http.js';
 import { PushJobsRepository } from './push-jobs.repository.js';
 import { PushPreviewService } from './push-preview.service.js';
+import { PushProviders } from './push-providers.js';
 import { PushMetrics } from './push.metrics.js';
 import { PUSH_OPTIONS, pushOptionsFor } from './push.options.js';
 import { PushService } from './push.service.js';
+import { WebPushClient } from './web-push.client.js';
 
 /**
- * APNs push for offline iOS devices (PushService), fed by the message fan-out. Previews
+ * Push for offline devices (PushService), fed by the message fan-out: one job pipeline,
+ * one provider per platform (APNs, FCM, Web Push), and the VAPID key route. Previews
  * read message rows with their own MessagesRepository and MessageCodec (both stateless):
  * MessagesModule imports this module, so it cannot be imported back.
  */
 @Module({
   imports: [DevicesModule, OfflineQueueModule, PresenceModule],
+  controllers: [PushController],
   providers: [
     { provide: PUSH_OPTIONS, useFactory: pushOptionsFor, inject: [AppConfig] },
     PushService,
     PushDeliveryService,
     PushPreviewService,
     PushJobsRepository,
+    PushProviders,
+    PushHttp,
     ApnsClient,
+    FcmClient,
+    WebPushClient,
     PushMetrics,
     MessagesRepository,
     MessageCodec,

@@ -2,7 +2,7 @@ import type { AppConfig } from '../config/app-config.js';
 
 /**
  * Push tuning that is not part of the environment contract (PROTOCOL.md section 7 names
- * only the APNS_* variables). Production defaults live here; an embedder that builds the
+ * only the providers' credentials: APNS_*, FCM_*, VAPID_*). Production defaults live here; an embedder that builds the
  * app itself (the tests) attaches other values to its AppConfig with `setPushOptions`
  * before `createApp(config)`. Services receive the result through the PUSH_OPTIONS token.
  */
@@ -14,22 +14,25 @@ export interface PushOptions {
    * reconnects within the grace period is not woken for nothing.
    */
   graceMs: number;
-  /** Send attempts per push (first try included) for retryable APNs answers. */
+  /** Send attempts per push (first try included) for retryable answers (429, 5xx, no answer). */
   attempts: number;
   /** First retry delay; each further retry doubles it (with up to 20% jitter). */
   backoffMs: number;
+  /** A provider's Retry-After is honoured up to this long (a longer one is cut to it). */
+  maxRetryAfterMs: number;
   /**
-   * Sender and a truncated text preview in server-mode conversations' alerts. Off by
-   * default: alerts then say only "New message". Never applies to e2e conversations.
+   * Sender and a truncated text preview in server-mode conversations' APNs alerts. Off by
+   * default: alerts then say only "New message". Never applies to e2e conversations, nor
+   * to FCM and Web Push, whose messages carry ids only.
    */
   previews: boolean;
   /** Longest preview, in user-perceived characters, before the payload size cap. */
   previewMaxChars: number;
-  /** APNs drops an undelivered notification this long after it was sent. */
+  /** The provider drops an undelivered push this long after it was sent (APNs expiry, FCM ttl, Web Push TTL). */
   expirySec: number;
-  /** One APNs request gives up (and is retried) after this long. */
+  /** One provider request (the FCM token grant included) gives up, and is retried, after this long. */
   requestTimeoutMs: number;
-  /** Pushes sent at once by this instance (they share one HTTP/2 connection per environment). */
+  /** Pushes sent at once by this instance (APNs: over one HTTP/2 connection per environment). */
   concurrency: number;
   /** Completed jobs are kept this long (and at most keepCompletedCount), so a re-enqueue dedupes. */
   keepCompletedSec: number;
@@ -37,8 +40,9 @@ export interface PushOptions {
   /** Jobs that failed for good are kept this long for inspection. */
   keepFailedSec: number;
   /**
-   * PEM certificates to trust for the APNs endpoint instead of the system's roots: for a
-   * test server or a TLS-terminating proxy at APNS_HOST. Unset in production.
+   * PEM certificates to trust for the push endpoints (APNs, FCM and its token endpoint, Web
+   * Push services) instead of the system's roots and NODE_EXTRA_CA_CERTS: for a test server
+   * or a TLS-terminating proxy. Unset in production.
    */
   ca?: string[];
 }
@@ -47,6 +51,7 @@ export const DEFAULT_PUSH_OPTIONS: Readonly<PushOptions> = Object.freeze({
   graceMs: 2_000,
   attempts: 8,
   backoffMs: 1_000,
+  maxRetryAfterMs: 3_600_000,
   previews: false,
   previewMaxChars: 120,
   expirySec: 86_400,

@@ -7,7 +7,7 @@ export const GENERIC_ALERT = 'New message';
 const MAX_TITLE_CHARS = 64;
 const ELLIPSIS = '…';
 
-/** What a push says, decided by PushDeliveryService. */
+/** What an APNs alert says, from the PushNotice PushDeliveryService built. */
 export interface PushContent {
   conversationId: string;
   messageId: string;
@@ -30,6 +30,17 @@ export interface ApnsPayload {
   };
   conversationId: string;
   messageId: string;
+}
+
+/**
+ * The data of an FCM or Web Push message: the ids only, never content, whatever the
+ * conversation's mode or the preview setting. The app fetches the message itself.
+ */
+export function pushData(content: Pick<PushContent, 'conversationId' | 'messageId'>): {
+  conversationId: string;
+  messageId: string;
+} {
+  return { conversationId: content.conversationId, messageId: content.messageId };
 }
 
 const segmenter = new Intl.Segmenter(undefined, { granularity: 'grapheme' });

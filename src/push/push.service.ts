@@ -1,21 +1,22 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 
-import { AppConfig } from '../config/app-config.js';
 import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
-import { ApnsClient } from './apns.client.js';
 import { PushDeliveryService } from './push-delivery.service.js';
 import { PushAttemptError, PushJobsRepository, type PushAttempt } from './push-jobs.repository.js';
+import { PushProviders } from './push-providers.js';
 import { PushMetrics } from './push.metrics.js';
 
 /**
- * Push notifications to APNs for iOS devices that are offline when a message arrives.
+ * Push notifications for devices that are offline when a message arrives: APNs for iOS,
+ * FCM for Android, Web Push for browsers, through one job pipeline.
  *
- * After a message is queued for its recipient devices, every recipient that is an iOS
- * device with an APNs token (the sender's own other devices excepted) gets one delayed
- * job, `<messageId>:<userId>:<deviceId>`, in a durable BullMQ queue. After the grace
- * period PushDeliveryService sends it only if the device still has not acked the
- * message and has no live socket. Off, with nothing queued, when APNs is not configured.
+ * After a message is queued for its recipient devices, every recipient with a push
+ * address on a platform whose provider is on (the sender's own other devices excepted)
+ * gets one delayed job, `<messageId>:<userId>:<deviceId>`, in a durable BullMQ queue.
+ * After the grace period PushDeliveryService sends it only if the device still has not
+ * acked the message and has no live socket. Off, with nothing queued, when no provider
+ * is configured.
  */
 @Injectable()
 export class PushService implements OnModuleInit, OnApplicationShutdown {
@@ -25,21 +26,20 @@ export class PushService implements OnModuleInit, OnApplicationShutdown {
   private open = false;
 
   constructor(
-    private readonly config: AppConfig,
     private readonly devices: DevicesRepository,
     private readonly jobs: PushJobsRepository,
     private readonly delivery: PushDeliveryService,
-    private readonly apns: ApnsClient,
+    private readonly providers: PushProviders,
     private readonly metrics: PushMetrics,
   ) {}
 
   get enabled(): boolean {
-    return this.config.apns !== null;
+    return this.providers.enabledPlatforms.length > 0;
   }
 
   onModuleInit(): void {
     if (!this.enabled) return;
-    this.apns.open();
+    this.providers.open();
     this.jobs.open((attempt) => this.run(attempt));
     this.open = true;
   }
@@ -49,7 +49,7 @@ export class PushService implements OnModuleInit, OnApplicationShutdown {
     this.open = false;
     await Promise.allSettled([...this.pending]);
     await this.jobs.close();
-    await this.apns.close();
+    await this.providers.close();
   }
 
   /**
@@ -61,7 +61,7 @@ export class PushService implements OnModuleInit, OnApplicationShutdown {
     const others = recipients.filter((device) => device.userId !== message.senderId);
     if (others.length === 0) return;
     const work = this.enqueue(message, others).catch((error: unknown) => {
-      this.metrics.count('failed', 'enqueue_error');
+      this.metrics.count('unknown', 'failed', 'enqueue_error');
       this.logger.error(`could not queue the pushes of message ${message.id}: ${String(error)}`);
     });
     this.pending.add(work);
@@ -69,7 +69,7 @@ export class PushService implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async enqueue(message: WireMessage, recipients: readonly DeviceRef[]): Promise<void> {
-    const targets = await this.devices.pushableAmong(recipients);
+    const targets = await this.devices.pushableAmong(recipients, this.providers.enabledPlatforms);
     await this.jobs.add(
       targets.map((device) => ({
         messageId: message.id,
@@ -89,7 +89,7 @@ export class PushService implements OnModuleInit, OnApplicationShutdown {
     } catch (error) {
       if (error instanceof PushAttemptError) throw error;
       const last = attempt.attempt >= attempt.attempts;
-      this.metrics.count(last ? 'failed' : 'retried', 'error');
+      this.metrics.count('unknown', last ? 'failed' : 'retried', 'error');
       this.logger.warn(`push try ${attempt.attempt} of ${attempt.attempts} failed: ${String(error)}`);
       throw new PushAttemptError('error', !last);
     }

@@ -65,7 +65,13 @@ describe('readiness when Redis goes away', () => {
       // The dependency and its status only: no driver message, no address.
       expect(await down.json()).toEqual({
         status: 'error',
-        info: { postgres: { status: 'up' }, push: { status: 'disabled' } },
+        info: {
+          postgres: { status: 'up' },
+          push: { status: 'disabled' },
+          apns: { status: 'disabled' },
+          fcm: { status: 'disabled' },
+          webPush: { status: 'disabled' },
+        },
         error: { redis: { status: 'down' } },
       });
       expect((await fetch(`${service.url}/health/live`)).status).toBe(200);
@@ -96,7 +102,13 @@ describe('readiness when PostgreSQL goes away', () => {
       const text = await down.text();
       expect(JSON.parse(text)).toEqual({
         status: 'error',
-        info: { redis: { status: 'up' }, push: { status: 'disabled' } },
+        info: {
+          redis: { status: 'up' },
+          push: { status: 'disabled' },
+          apns: { status: 'disabled' },
+          fcm: { status: 'disabled' },
+          webPush: { status: 'disabled' },
+        },
         error: { postgres: { status: 'down' } },
       });
       expect(text).not.toMatch(/prisma|127\.0\.0\.1|ECONNREFUSED|\$queryRaw/i);

@@ -46,11 +46,12 @@ async function send(client: TestClient, conversationId: string, content: { body?
   return dataOf(reply).message;
 }
 
-async function pushCount(service: TestApp, outcome: string, reason: string): Promise<number> {
+async function pushCount(service: TestApp, outcome: string, reason: string, platform = 'ios'): Promise<number> {
   const text = await (await fetch(`${service.url}/metrics`)).text();
-  const line = new RegExp(`^push_notifications_total\\{outcome="${outcome}",reason="${reason}"\\} (\\d+)`, 'm').exec(
-    text,
-  );
+  const line = new RegExp(
+    `^push_notifications_total\\{platform="${platform}",outcome="${outcome}",reason="${reason}"\\} (\\d+)`,
+    'm',
+  ).exec(text);
   return line ? Number(line[1]) : 0;
 }
 
@@ -296,10 +297,15 @@ describe('push to APNs for offline iOS devices', () => {
     expect(new Set(apns.requests.map((r) => r.session)).size).toBe(2);
   });
 
-  it('says push is enabled in readiness', async () => {
+  it('says push and APNs are enabled in readiness, FCM and web push not', async () => {
     const response = await fetch(`${service.url}/health/ready`);
     expect(response.status).toBe(200);
-    expect(((await response.json()) as { info: unknown }).info).toMatchObject({ push: { status: 'up' } });
+    expect(((await response.json()) as { info: unknown }).info).toMatchObject({
+      push: { status: 'up' },
+      apns: { status: 'up' },
+      fcm: { status: 'disabled' },
+      webPush: { status: 'disabled' },
+    });
   });
 });
 
@@ -321,7 +327,10 @@ describe('push without APNs configuration', () => {
 
       const response = await fetch(`${service.url}/health/ready`);
       expect(response.status).toBe(200);
-      expect(await response.json()).toMatchObject({ status: 'ok', info: { push: { status: 'disabled' } } });
+      expect(await response.json()).toMatchObject({
+        status: 'ok',
+        info: { push: { status: 'disabled' }, apns: { status: 'disabled' } },
+      });
     } finally {
       for (const c of client) c.close();
       redis.disconnect();

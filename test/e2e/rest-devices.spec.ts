@@ -1,3 +1,6 @@
+import { createECDH, randomBytes } from 'node:crypto';
+
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { DeviceDirectory } from '../../src/devices/device-directory.service.js';
@@ -17,6 +20,18 @@ interface OpenApiObject {
 
 const APNS_TOKEN = 'a1'.repeat(32);
 const PUBLIC_KEY = Buffer.alloc(32, 7).toString('base64');
+const FCM_TOKEN = `fcm-${'x'.repeat(20)}:APA91b${'y'.repeat(134)}`;
+
+/** A PushSubscription's JSON as a browser makes it: a P-256 key pair and a 16-byte auth secret. */
+function browserSubscription(endpoint = `https://push.example.net/send/${randomBytes(8).toString('hex')}`) {
+  const ecdh = createECDH('prime256v1');
+  ecdh.generateKeys();
+  return {
+    endpoint,
+    expirationTime: null,
+    keys: { p256dh: ecdh.getPublicKey().toString('base64url'), auth: randomBytes(16).toString('base64url') },
+  };
+}
 
 describe('REST devices', () => {
   let service: TestApp;
@@ -260,10 +275,147 @@ describe('REST devices', () => {
       };
       const body = doc.paths['/v1/devices/{deviceId}'].put.requestBody.content['application/json'].schema;
       expect(body.required ?? []).not.toContain('platform');
-      for (const field of ['apnsToken', 'apnsTopic', 'apnsEnvironment', 'publicKey']) {
+      for (const field of ['apnsToken', 'apnsTopic', 'apnsEnvironment', 'fcmToken', 'webPush', 'publicKey']) {
         expect(body.properties[field].description, field).toMatch(/left out keeps it; null clears it/);
       }
       expect(body.properties.platform.description).toMatch(/needed once, before any push field/);
+    });
+  });
+
+  describe('PUT /v1/devices/:deviceId: Android and web push fields', () => {
+    const stored = async (user: string, deviceId: string) => {
+      const db = new pg.Client({ connectionString: service.databaseUrl });
+      await db.connect();
+      try {
+        const { rows } = await db.query<Record<string, string | null>>(
+          'SELECT fcm_token, web_push_endpoint, web_push_p256dh, web_push_auth FROM devices WHERE user_id = $1 AND device_id = $2',
+          [user, deviceId],
+        );
+        return rows[0];
+      } finally {
+        await db.end();
+      }
+    };
+
+    it('stores an android FCM token and a web subscription, and never echoes either', async () => {
+      const alice = userId('alice');
+      const token = await as(alice);
+      const android = await call('PUT', '/v1/devices/pixel', token, { platform: 'android', fcmToken: FCM_TOKEN });
+      expect(android.status).toBe(201);
+      expect(deviceReply.parse(android.body).data).toMatchObject({
+        platform: 'android',
+        hasFcmToken: true,
+        hasWebPush: false,
+        hasApnsToken: false,
+      });
+      const subscription = browserSubscription();
+      const web = await call('PUT', '/v1/devices/firefox', token, { platform: 'web', webPush: subscription });
+      expect(web.status).toBe(201);
+      expect(web.body.data).toMatchObject({ platform: 'web', hasWebPush: true, hasFcmToken: false });
+      for (const reply of [android, web]) {
+        const text = JSON.stringify(reply.body);
+        for (const secret of [FCM_TOKEN, subscription.endpoint, subscription.keys.p256dh, subscription.keys.auth]) {
+          expect(text).not.toContain(secret);
+        }
+        expect(reply.body.data).not.toHaveProperty('fcmToken');
+        expect(reply.body.data).not.toHaveProperty('webPush');
+      }
+      expect(await stored(alice, 'pixel')).toMatchObject({ fcm_token: FCM_TOKEN, web_push_endpoint: null });
+      expect(await stored(alice, 'firefox')).toEqual({
+        fcm_token: null,
+        web_push_endpoint: subscription.endpoint,
+        web_push_p256dh: subscription.keys.p256dh,
+        web_push_auth: subscription.keys.auth,
+      });
+
+      // Left out keeps them; null clears them.
+      expect((await call('PUT', '/v1/devices/firefox', token, { publicKey: PUBLIC_KEY })).body.data).toMatchObject({
+        hasWebPush: true,
+      });
+      expect((await call('PUT', '/v1/devices/firefox', token, { webPush: null })).body.data).toMatchObject({
+        hasWebPush: false,
+      });
+      expect(await stored(alice, 'firefox')).toMatchObject({ web_push_endpoint: null, web_push_auth: null });
+      expect((await call('PUT', '/v1/devices/pixel', token, { fcmToken: null })).body.data).toMatchObject({
+        hasFcmToken: false,
+      });
+    });
+
+    it('refuses each push field on another platform than its own', async () => {
+      const token = await as(userId('alice'));
+      const webPush = browserSubscription();
+      const cases: [string, object, { path: string; message: string }[]][] = [
+        ['android', { apnsToken: APNS_TOKEN }, [{ path: 'apnsToken', message: 'only for platform ios' }]],
+        ['ios', { fcmToken: FCM_TOKEN }, [{ path: 'fcmToken', message: 'only for platform android' }]],
+        ['web', { fcmToken: FCM_TOKEN }, [{ path: 'fcmToken', message: 'only for platform android' }]],
+        ['ios', { webPush }, [{ path: 'webPush', message: 'only for platform web' }]],
+        [
+          'android',
+          { webPush, apnsTopic: 'a.b' },
+          [
+            { path: 'apnsTopic', message: 'only for platform ios' },
+            { path: 'webPush', message: 'only for platform web' },
+          ],
+        ],
+      ];
+      for (const [platform, fields, problems] of cases) {
+        const reply = await call('PUT', `/v1/devices/misplaced-${platform}`, token, { platform, ...fields });
+        expect(reply.status, JSON.stringify(fields)).toBe(400);
+        expect(reply.body.error.code).toBe('bad_request');
+        expect(reply.body.error.details.problems, JSON.stringify(fields)).toEqual(problems);
+      }
+      const noPlatform = await call('PUT', '/v1/devices/nowhere', token, { fcmToken: FCM_TOKEN, webPush });
+      expect(noPlatform.body.error.details.problems).toEqual([
+        { path: 'platform', message: 'needed once, before any push field' },
+      ]);
+      // Checked against the stored platform when the body has none.
+      await call('PUT', '/v1/devices/stored-android', token, { platform: 'android' });
+      expect(problemPaths(await call('PUT', '/v1/devices/stored-android', token, { webPush }))).toEqual(['webPush']);
+      expect((await call('PUT', '/v1/devices/stored-android', token, { fcmToken: FCM_TOKEN })).status).toBe(200);
+    });
+
+    it('validates the subscription as a browser makes it: https endpoint, P-256 point, 16-byte secret', async () => {
+      const token = await as(userId('alice'));
+      const good = browserSubscription();
+      const offCurve = Buffer.from(good.keys.p256dh, 'base64url');
+      offCurve[64] ^= 1;
+      const bad: [string, unknown][] = [
+        ['webPush.endpoint', { ...good, endpoint: 'http://push.example.net/send/1' }],
+        ['webPush.endpoint', { ...good, endpoint: 'not a url' }],
+        ['webPush.endpoint', { ...good, endpoint: `https://push.example.net/${'a'.repeat(2_100)}` }],
+        ['webPush.keys.p256dh', { ...good, keys: { ...good.keys, p256dh: offCurve.toString('base64url') } }],
+        ['webPush.keys.p256dh', { ...good, keys: { ...good.keys, p256dh: Buffer.alloc(33, 2).toString('base64url') } }],
+        ['webPush.keys.p256dh', { ...good, keys: { ...good.keys, p256dh: `${good.keys.p256dh}!` } }],
+        ['webPush.keys.auth', { ...good, keys: { ...good.keys, auth: randomBytes(32).toString('base64url') } }],
+        ['webPush.keys', { endpoint: good.endpoint }],
+        ['webPush', 'https://push.example.net/send/1'],
+      ];
+      for (const [path, webPush] of bad) {
+        const reply = await call('PUT', '/v1/devices/chrome', token, { platform: 'web', webPush });
+        expect(reply.status, path).toBe(400);
+        expect(problemPaths(reply), JSON.stringify(webPush).slice(0, 120)).toEqual([path]);
+      }
+      for (const fcmToken of ['short', 'has spaces in it, which tokens never do', 'x'.repeat(4_097)]) {
+        const reply = await call('PUT', '/v1/devices/pixel-2', token, { platform: 'android', fcmToken });
+        expect(problemPaths(reply)).toEqual(['fcmToken']);
+      }
+      expect((await call('PUT', '/v1/devices/chrome', token, { platform: 'web', webPush: good })).status).toBe(201);
+    });
+
+    it('clears the FCM token or the subscription of a device that leaves its platform', async () => {
+      const alice = userId('alice');
+      const token = await as(alice);
+      await call('PUT', '/v1/devices/hopper', token, { platform: 'android', fcmToken: FCM_TOKEN });
+      const web = await call('PUT', '/v1/devices/hopper', token, { platform: 'web', webPush: browserSubscription() });
+      expect(web.body.data).toMatchObject({ platform: 'web', hasFcmToken: false, hasWebPush: true });
+      const back = await call('PUT', '/v1/devices/hopper', token, { platform: 'android' });
+      expect(back.body.data).toMatchObject({ platform: 'android', hasFcmToken: false, hasWebPush: false });
+      expect(await stored(alice, 'hopper')).toEqual({
+        fcm_token: null,
+        web_push_endpoint: null,
+        web_push_p256dh: null,
+        web_push_auth: null,
+      });
     });
   });
 

@@ -19,6 +19,7 @@ const CONTRACT_ROUTES = [
   'put /v1/devices/{deviceId}',
   'delete /v1/devices/{deviceId}',
   'get /v1/users/{userId}/devices/keys',
+  'get /v1/push/web-push-key',
 ];
 
 interface Operation {
@@ -100,6 +101,8 @@ describe('REST OpenAPI document, errors and metrics', () => {
         'apnsToken',
         'apnsTopic',
         'apnsEnvironment',
+        'fcmToken',
+        'webPush',
         'publicKey',
         'userId',
       ]);

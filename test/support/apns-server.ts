@@ -2,23 +2,18 @@
 // self-signed certificate made at test time (openssl CLI) and an ES256 auth key pair made
 // with node:crypto. It checks each request as APNs would (path, headers, JWT, payload
 // size), answers as scripted per device token (200 by default), and records everything.
-// startAppWithApns() boots the service against it, with test push options.
-import { execFile } from 'node:child_process';
+// startAppWithApns() boots the service against it, with test push options (push-services.ts).
 import { generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { decodeProtectedHeader, jwtVerify } from 'jose';
 
-import { parseEnv } from '../../src/config/config.parser.js';
-import { setPushOptions, type PushOptions } from '../../src/push/push.options.js';
-import { serveTestApp, testEnv, testEnvironment, type TestApp } from './app.js';
-
-const run = promisify(execFile);
+import type { PushOptions } from '../../src/push/push.options.js';
+import type { TestApp } from './app.js';
+import { startAppWithPushServices, type PushTestApp } from './push-services.js';
+import { selfSignedCertificate } from './tls.js';
+import { waitForCount } from './wait-for-count.js';
 
 export const APNS_TEST_TOPIC = 'com.example.chat';
 const TEAM_ID = 'TEAM123456';
@@ -68,41 +63,6 @@ export interface FakeApns {
 
 /** A random device token (32 bytes, hex), as iOS hands out. */
 export const deviceToken = () => randomBytes(32).toString('hex');
-
-/** A self-signed certificate for localhost and 127.0.0.1, with its key. */
-async function selfSignedCertificate(): Promise<{ key: string; cert: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'apns-tls-'));
-  try {
-    await run(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        join(dir, 'key.pem'),
-        '-out',
-        join(dir, 'cert.pem'),
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ],
-      { timeout: 15_000 },
-    ).catch((error: unknown) => {
-      throw new Error(`the fake APNs server needs the openssl CLI to make its certificate: ${String(error)}`);
-    });
-    return { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 async function verifyProviderToken(authorization: string | undefined, publicKey: KeyObject): Promise<string | null> {
   const match = /^bearer (\S+)$/i.exec(authorization ?? '');
@@ -228,16 +188,7 @@ export async function startFakeApns(): Promise<FakeApns> {
     sessions: () => sessionCount,
     script: (token, replies) => scripts.set(token, [...replies]),
     requestsFor,
-    waitFor: async (token, count, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      while (requestsFor(token).length < count) {
-        if (Date.now() > deadline) {
-          throw new Error(`APNs got ${requestsFor(token).length} of ${count} requests within ${timeoutMs} ms`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      return requestsFor(token);
-    },
+    waitFor: (token, count, timeoutMs = 10_000) => waitForCount(() => requestsFor(token), count, timeoutMs, 'APNs'),
     close: async () => {
       for (const session of open) session.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -245,28 +196,16 @@ export async function startFakeApns(): Promise<FakeApns> {
   };
 }
 
-/** Short timings for tests; `ca` trusts the fake server's certificate. */
-export function testPushOptions(apns: FakeApns, options: Partial<PushOptions> = {}): Partial<PushOptions> {
-  return { graceMs: 400, attempts: 4, backoffMs: 100, requestTimeoutMs: 2_000, ca: [apns.cert], ...options };
-}
-
-export interface PushTestApp extends TestApp {
-  /** Stops the app (app.close()) but keeps its database, for a restart. Idempotent. */
-  stop(): Promise<void>;
-}
-
 /**
- * Boots the service in this process against `apns`, as startTestApp does, with push
- * options attached. `reuse` runs it on the database and Redis index of an earlier one (a
- * restart); closing it then leaves that database to its owner.
+ * Boots the service in this process against `apns` alone (see startAppWithPushServices);
+ * `reuse` runs it on an earlier one's database and Redis index (a restart).
  */
-export async function startAppWithApns(
+export function startAppWithApns(
   apns: FakeApns,
   options: Partial<PushOptions> = {},
   reuse?: Pick<TestApp, 'databaseUrl' | 'redisUrl'>,
 ): Promise<PushTestApp> {
-  const { env, dropDatabase } = reuse
-    ? { env: testEnv(reuse.databaseUrl, reuse.redisUrl, apns.env), dropDatabase: () => Promise.resolve() }
-    : await testEnvironment(apns.env);
-  return serveTestApp(setPushOptions(parseEnv(env), testPushOptions(apns, options)), dropDatabase);
+  return startAppWithPushServices({ apns }, options, reuse);
 }
+
+export type { PushTestApp } from './push-services.js';

@@ -87,6 +87,8 @@ const ui = {
   typing: $('typing'),
   composer: $<HTMLFormElement>('composer'),
   composerInput: $<HTMLInputElement>('composer-input'),
+  pushEnable: $<HTMLButtonElement>('push-enable'),
+  pushStatus: $('push-status'),
 };
 
 const storageKey = {
@@ -98,6 +100,7 @@ const storageKey = {
 };
 
 let me = '';
+let myDeviceId = '';
 let client: MessagingClient | null = null;
 let tokens: () => Promise<string> = () => Promise.reject(new Error('not signed in'));
 const conversations = new Map<string, Conversation>();
@@ -165,6 +168,7 @@ async function signIn(user: string, pastedToken: string | null): Promise<void> {
   // Once up front: a page without dev tokens says so at sign-in rather than retrying.
   await tokens();
   const deviceId = deviceIdFor(user);
+  myDeviceId = deviceId;
   client = new MessagingClient({
     url: location.origin,
     deviceId,
@@ -658,6 +662,64 @@ function renderTyping(): void {
   const who = conversation ? [...conversation.typing.keys()] : [];
   ui.typing.textContent = who.length === 0 ? '' : `${who.join(', ')} ${who.length === 1 ? 'is' : 'are'} typing…`;
 }
+
+// ------------------------------------------------------------------ web push
+
+/** base64url (the VAPID key's form) to the bytes PushManager.subscribe takes. */
+function base64UrlBytes(text: string): Uint8Array<ArrayBuffer> {
+  const base64 = text
+    .replaceAll('-', '+')
+    .replaceAll('_', '/')
+    .padEnd(Math.ceil(text.length / 4) * 4, '=');
+  return Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
+}
+
+/** Resolves once the registration's worker is active. */
+async function activated(registration: ServiceWorkerRegistration): Promise<void> {
+  const worker = registration.installing ?? registration.waiting ?? registration.active;
+  if (!worker || worker.state === 'activated') return;
+  await new Promise<void>((resolve) => {
+    worker.addEventListener('statechange', () => {
+      if (worker.state === 'activated') resolve();
+    });
+  });
+}
+
+/**
+ * Opts this browser in to Web Push: registers the service worker, subscribes with the
+ * service's VAPID key (GET /v1/push/web-push-key) and registers the subscription as this
+ * device's (PUT /v1/devices/:id). The service then pushes while the page is closed.
+ */
+async function enableWebPush(): Promise<void> {
+  if (!('serviceWorker' in navigator) || !('PushManager' in window)) {
+    throw new Error('this browser has no Web Push');
+  }
+  ui.pushStatus.textContent = 'Subscribing…';
+  const { publicKey } = await api<{ publicKey: string }>('GET', '/v1/push/web-push-key').catch((error: unknown) => {
+    throw new Error(`web push is off on this server (${error instanceof Error ? error.message : String(error)})`);
+  });
+  if ((await Notification.requestPermission()) !== 'granted') throw new Error('notifications are blocked');
+  const registration = await navigator.serviceWorker.register('/demo/sw.js', { scope: '/demo/' });
+  // Not `navigator.serviceWorker.ready`: the page (/demo) lies outside the worker's scope
+  // (/demo/), so that promise would never settle. Subscribing needs an active worker.
+  await activated(registration);
+  const subscription = await registration.pushManager.subscribe({
+    userVisibleOnly: true,
+    applicationServerKey: base64UrlBytes(publicKey),
+  });
+  await api('PUT', `/v1/devices/${encodeURIComponent(myDeviceId)}`, {
+    platform: 'web',
+    webPush: subscription.toJSON(),
+  });
+  ui.pushStatus.textContent = 'On';
+  ui.pushEnable.disabled = true;
+}
+
+ui.pushEnable.addEventListener('click', () => {
+  enableWebPush().catch((error: unknown) => {
+    ui.pushStatus.textContent = error instanceof Error ? error.message : String(error);
+  });
+});
 
 // ------------------------------------------------------------------ start
 
