@@ -318,23 +318,23 @@ export async function connections(ctx, kind) {
   // With --cpu-prof (the service has its inspector open): also the heap left after a full GC.
   const retainedBefore = await ctx.heapUsedBytes(kind, { collect: true });
   const measuring = await ctx.begin(kind);
-  let from = 0;
-  const parts = await onWorkers(
-    workers,
-    'connections.open',
-    (i) => {
-      const args = {
+  // Every worker opens its share of the same users' devices, in consecutive ranges.
+  const openAll = () => {
+    const starts = shares.map((_, i) => sum(shares.slice(0, i), (n) => n));
+    return onWorkers(
+      workers,
+      'connections.open',
+      (i) => ({
         target: ctx.target(kind),
         prefix: `${ctx.runId}-cn-${kind}-u`,
-        from,
+        from: starts[i],
         count: shares[i],
         concurrency: s.concurrencyPerWorker,
-      };
-      from += shares[i];
-      return args;
-    },
-    300_000,
-  );
+      }),
+      300_000,
+    );
+  };
+  const parts = await openAll();
   const { store, ...cpu } = await ctx.end(measuring, 'connections');
   await sleep(s.settleMs);
   await ctx.settle();
@@ -347,24 +347,8 @@ export async function connections(ctx, kind) {
   await ctx.settle();
   // The same devices again: a known device's connect also audits its queue against
   // PostgreSQL (a new one has nothing to audit), the reconnect-storm case.
-  from = 0;
   const measuringAgain = await ctx.begin(kind);
-  const again = await onWorkers(
-    workers,
-    'connections.open',
-    (i) => {
-      const args = {
-        target: ctx.target(kind),
-        prefix: `${ctx.runId}-cn-${kind}-u`,
-        from,
-        count: shares[i],
-        concurrency: s.concurrencyPerWorker,
-      };
-      from += shares[i];
-      return args;
-    },
-    300_000,
-  );
+  const again = await openAll();
   const { store: _reconnectStore, ...reconnectCpu } = await ctx.end(measuringAgain, 'reconnects');
   const reopened = sum(again, (p) => p.opened);
   const reconnectSeconds =
