@@ -12,6 +12,7 @@ import { HealthModule } from './health/health.module.js';
 import { LifecycleModule } from './lifecycle/lifecycle.module.js';
 import { LoggingModule } from './logging/logging.module.js';
 import { MessagesModule } from './messages/messages.module.js';
+import { MetricsModule } from './metrics/metrics.module.js';
 import { PrismaModule } from './prisma/prisma.module.js';
 import { PushModule } from './push/push.module.js';
 import { RealtimeModule } from './realtime/realtime.module.js';
@@ -30,6 +31,7 @@ export class AppModule {
         RedisModule,
         CryptoModule,
         AuthModule,
+        MetricsModule,
         HealthModule,
         RealtimeModule,
         LifecycleModule,

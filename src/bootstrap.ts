@@ -6,7 +6,7 @@ import { AppModule } from './app.module.js';
 import { AppIoAdapter } from './gateway/io.adapter.js';
 import { CacheBus } from './redis/cache-bus.service.js';
 import { RedisService } from './redis/redis.service.js';
-import { MetricsService } from './health/metrics.service.js';
+import { MetricsService } from './metrics/metrics.service.js';
 import { HttpExceptionFilter } from './http/http-exception.filter.js';
 import { setupOpenApi } from './http/openapi.js';
 import type { AppConfig } from './config/app-config.js';

@@ -2,7 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
 import { toPublicError } from '../common/error-mapping.js';
-import { MetricsService } from '../health/metrics.service.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { ShutdownService, shuttingDown } from '../lifecycle/shutdown.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import type { ClientToServerEvents, Reply } from '@messaging-service/client/protocol';

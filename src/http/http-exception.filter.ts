@@ -5,7 +5,7 @@ import type { Request, Response } from 'express';
 
 import { AppError, ErrorCode, HTTP_STATUS_BY_CODE } from '../common/app-error.js';
 import { toPublicError, type PublicError } from '../common/error-mapping.js';
-import type { MetricsService } from '../health/metrics.service.js';
+import type { MetricsService } from '../metrics/metrics.service.js';
 
 /** Nest's and Express's own HTTP errors (unknown route, body-parser) in contract codes. */
 const CODE_BY_STATUS: Record<number, ErrorCode> = {

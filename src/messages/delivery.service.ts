@@ -2,9 +2,9 @@ import { Injectable } from '@nestjs/common';
 
 import type { DeviceRef } from '../devices/devices.repository.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
+import { MessageStore } from '../message-store/message-store.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import type { PageData, ReceiptPayload } from '@messaging-service/client/protocol';
-import { MessagesService } from './messages.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
 import { fitPage } from './page-budget.js';
 
@@ -13,7 +13,7 @@ import { fitPage } from './page-budget.js';
 export class DeliveryService {
   constructor(
     private readonly queue: OfflineQueueService,
-    private readonly messages: MessagesService,
+    private readonly store: MessageStore,
     private readonly realtime: RealtimeService,
     private readonly metrics: MessagingMetrics,
   ) {}
@@ -31,7 +31,7 @@ export class DeliveryService {
    */
   async unacked(device: DeviceRef, limit: number, maxBytes = Infinity): Promise<PageData> {
     const { refs, length } = await this.queue.peekSynced(device, limit);
-    const { messages, missing, unreadable } = await this.messages.openByIds(refs.map((ref) => ref.messageId));
+    const { messages, missing, unreadable } = await this.store.openByIds(refs.map((ref) => ref.messageId));
     // Entries whose message is gone (conversation deleted) or cannot be opened (corrupted
     // at rest, logged) can never be delivered: drop them so the rest of the queue flows.
     const undeliverable = [...missing, ...unreadable];

@@ -4,7 +4,7 @@ import { AppError, ErrorCode } from '../common/app-error.js';
 import type { ConversationAccess } from '../conversations/conversations.repository.js';
 import { MembershipService } from '../conversations/membership.service.js';
 import { DeviceDirectory } from '../devices/device-directory.service.js';
-import type { Sender } from './messages.service.js';
+import type { Sender } from './messages.types.js';
 
 /**
  * The check of an e2e send's `recipientDevices` (PROTOCOL.md section 1): the client must

@@ -8,8 +8,8 @@ import { PushService } from '../push/push.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
 import type { DeviceRef } from '../devices/devices.repository.js';
-import type { Sender } from './messages.service.js';
-import { OrderedEmitter } from './ordered-emitter.js';
+import type { LiveSlot } from '../message-store/live-order.js';
+import type { Sender } from './messages.types.js';
 
 /**
  * The one step after a message is committed: queue it for every recipient device (every
@@ -36,7 +36,6 @@ export class MessageFanout {
     private readonly queue: OfflineQueueService,
     private readonly realtime: RealtimeService,
     private readonly metrics: MessagingMetrics,
-    private readonly ordered: OrderedEmitter,
     private readonly push: PushService,
   ) {}
 
@@ -44,9 +43,10 @@ export class MessageFanout {
    * Never throws: the message is already stored, so the sender's reply stands. If the
    * fan-out fails half-way, every queue is marked for a rebuild from PostgreSQL, which
    * holds the message past each recipient device's cursor. Resolves once the queue write
-   * is issued and the live emit done (or held for seq order), not when Redis answers.
+   * is issued and the live emit done (or held for seq order in `live`), not when Redis
+   * answers. `live` is released if nothing is emitted.
    */
-  async afterCommit(message: WireMessage, sender: Sender): Promise<void> {
+  async afterCommit(message: WireMessage, sender: Sender, live: LiveSlot): Promise<void> {
     this.metrics.messagesStored.inc();
     let memberIds: string[];
     let recipients: DeviceRef[];
@@ -57,7 +57,7 @@ export class MessageFanout {
       );
     } catch (error) {
       this.failed(error);
-      this.ordered.release(message.conversationId, message.seq);
+      live.release();
       return;
     }
     const queued = this.queue.enqueueMessage(
@@ -71,9 +71,7 @@ export class MessageFanout {
         score: Date.parse(message.createdAt),
       },
     );
-    this.ordered.emit(message.conversationId, message.seq, () =>
-      this.realtime.emitMessage(memberIds, message, sender.socketId),
-    );
+    live.emit(() => this.realtime.emitMessage(memberIds, message, sender.socketId));
     // The sender's reply does not wait for Redis either (the message is committed; a
     // failed queue write is repaired from PostgreSQL): push and metrics follow the write.
     queued.then(

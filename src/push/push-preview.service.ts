@@ -1,7 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 
-import { MessageCodec } from '../messages/message.codec.js';
-import { MessagesRepository } from '../messages/messages.repository.js';
+import { MessageStore } from '../message-store/message-store.service.js';
 import type { PushJobData } from './push-jobs.repository.js';
 import { PUSH_OPTIONS, type PushOptions } from './push.options.js';
 import type { PushContent } from './push.payload.js';
@@ -14,21 +13,16 @@ import type { PushContent } from './push.payload.js';
 export class PushPreviewService {
   constructor(
     @Inject(PUSH_OPTIONS) private readonly options: PushOptions,
-    private readonly messages: MessagesRepository,
-    private readonly codec: MessageCodec,
+    private readonly store: MessageStore,
   ) {}
 
   async previewOf(data: PushJobData): Promise<PushContent['preview']> {
     if (!this.options.previews || data.e2e) return undefined;
-    const [row] = await this.messages.findByIds([data.messageId]);
-    if (!row || row.encryption !== 'server' || !row.contentType.startsWith('text/')) return undefined;
-    const key = {
-      conversationId: row.conversationId,
-      encryption: row.encryption,
-      wrappedKey: row.wrappedKey,
-      keyVersion: row.conversationKeyVersion,
-    };
-    const wire = this.codec.open(key, row);
-    return wire.body === undefined ? undefined : { sender: row.senderId, text: wire.body };
+    const {
+      messages: [message],
+    } = await this.store.openByIds([data.messageId]);
+    // Only server-mode messages have a body; e2e ones come back with ciphertext.
+    if (message?.body === undefined || !message.contentType.startsWith('text/')) return undefined;
+    return { sender: message.senderId, text: message.body };
   }
 }

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Counter } from 'prom-client';
 
 import type { Platform } from '../devices/devices.repository.js';
-import { MetricsService } from '../health/metrics.service.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 
 /** What became of a push try. */
 export type PushOutcome = 'sent' | 'failed' | 'retried' | 'skipped';

@@ -2,8 +2,7 @@ import { Module } from '@nestjs/common';
 
 import { AppConfig } from '../config/app-config.js';
 import { DevicesModule } from '../devices/devices.module.js';
-import { MessageCodec } from '../messages/message.codec.js';
-import { MessagesRepository } from '../messages/messages.repository.js';
+import { MessageStoreModule } from '../message-store/message-store.module.js';
 import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
 import { PresenceModule } from '../presence/presence.module.js';
 import { ApnsClient } from './apns.client.js';
@@ -22,11 +21,10 @@ import { WebPushClient } from './web-push.client.js';
 /**
  * Push for offline devices (PushService), fed by the message fan-out: one job pipeline,
  * one provider per platform (APNs, FCM, Web Push), and the VAPID key route. Previews
- * read message rows with their own MessagesRepository and MessageCodec (both stateless):
- * MessagesModule imports this module, so it cannot be imported back.
+ * open messages through the message store.
  */
 @Module({
-  imports: [DevicesModule, OfflineQueueModule, PresenceModule],
+  imports: [DevicesModule, MessageStoreModule, OfflineQueueModule, PresenceModule],
   controllers: [PushController],
   providers: [
     { provide: PUSH_OPTIONS, useFactory: pushOptionsFor, inject: [AppConfig] },
@@ -40,8 +38,6 @@ import { WebPushClient } from './web-push.client.js';
     FcmClient,
     WebPushClient,
     PushMetrics,
-    MessagesRepository,
-    MessageCodec,
   ],
   exports: [PushService],
 })

@@ -266,7 +266,7 @@ describe('migrations', () => {
     for (const definition of indexes) expect(definition).not.toMatch(/last_seq|last_activity_at/);
     expect(options).toContain('fillfactor=50');
 
-    // And it works: a send's update of its conversation (as MessagesRepository does it)
+    // And it works: a send's update of its conversation (as MessageStoreRepository does it)
     // is a HOT update; the counters are this transaction's own, so nothing lags.
     const updates = await withClient(url, async (client) => {
       await client.query('BEGIN');

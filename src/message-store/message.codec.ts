@@ -2,15 +2,7 @@ import { Injectable } from '@nestjs/common';
 
 import { CryptoService } from '../crypto/crypto.service.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
-import type { StoredMessage } from './messages.repository.js';
-
-/** A conversation's key material, as read with the conversation or the message. */
-export interface ConversationKey {
-  conversationId: string;
-  encryption: 'server' | 'e2e';
-  wrappedKey: Uint8Array;
-  keyVersion: number;
-}
+import type { ConversationKey, Sealed, StoredMessage } from './message-store.types.js';
 
 /** The generation of the conversation data key new messages are sealed with. */
 export const DATA_KEY_GENERATION = 1;
@@ -27,7 +19,7 @@ export class MessageCodec {
    * Server-mode conversations store the body's UTF-8 bytes; e2e conversations store the
    * client's ciphertext bytes. Either way they are sealed at rest under the data key.
    */
-  seal(key: ConversationKey, messageId: string, seq: number, content: Uint8Array) {
+  seal(key: ConversationKey, messageId: string, seq: number, content: Uint8Array): Sealed {
     const dataKey = this.crypto.unwrapDataKey(key.conversationId, key.wrappedKey, key.keyVersion);
     const sealed = this.crypto.seal(dataKey, content, {
       conversationId: key.conversationId,
@@ -38,7 +30,8 @@ export class MessageCodec {
     return { ...sealed, keyVersion: DATA_KEY_GENERATION };
   }
 
-  open(key: ConversationKey, row: StoredMessage): WireMessage {
+  open(row: StoredMessage): WireMessage {
+    const { key } = row;
     const dataKey = this.crypto.unwrapDataKey(key.conversationId, key.wrappedKey, key.keyVersion);
     const content = this.crypto.open(dataKey, row.ciphertext, row.nonce, {
       conversationId: row.conversationId,
@@ -46,11 +39,11 @@ export class MessageCodec {
       seq: BigInt(row.seq),
       keyVersion: row.keyVersion,
     });
-    return this.toWire(key, row, content);
+    return this.toWire(row, content);
   }
 
   /** The wire form of a row whose content is already at hand (just stored, or just opened). */
-  toWire(key: ConversationKey, row: StoredMessage, content: Uint8Array): WireMessage {
+  toWire(row: StoredMessage, content: Uint8Array): WireMessage {
     const wire: WireMessage = {
       id: row.id,
       conversationId: row.conversationId,
@@ -61,7 +54,7 @@ export class MessageCodec {
       contentType: row.contentType,
       createdAt: row.createdAt.toISOString(),
     };
-    if (key.encryption === 'e2e') wire.ciphertext = Buffer.from(content).toString('base64');
+    if (row.key.encryption === 'e2e') wire.ciphertext = Buffer.from(content).toString('base64');
     else wire.body = utf8Decoder.decode(content);
     return wire;
   }

@@ -1,0 +1,213 @@
+import { randomUUID } from 'node:crypto';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { LiveOrder } from '../../src/message-store/live-order.js';
+import { MessageCodec } from '../../src/message-store/message.codec.js';
+import { MessageStoreRepository } from '../../src/message-store/message-store.repository.js';
+import { MessageStore } from '../../src/message-store/message-store.service.js';
+import type { NewMessage, StoreOutcome } from '../../src/message-store/message-store.types.js';
+import { startTestApp, type TestApp } from '../support/app.js';
+import { createConversation, userId } from '../support/fixtures.js';
+
+// The message store's branches against the real PostgreSQL of a test app: group commit,
+// the predicted path and its misses, resends (alone, in a batch, racing on another
+// instance), the clash fallback, and the live places each stored message holds. A second
+// MessageStore over the same database stands for a second instance.
+
+type Repository = Pick<MessageStoreRepository, 'insertBatch' | 'insertPredicted' | 'findByClientMsgId'>;
+
+describe('MessageStore', () => {
+  let service: TestApp;
+  let repository: MessageStoreRepository;
+  let codec: MessageCodec;
+  let store: MessageStore;
+  let alice: string;
+  let bob: string;
+
+  /** Another instance's store: its own heads and live order, the same database. */
+  const otherInstance = (over: Partial<Repository> = {}) =>
+    new MessageStore(Object.assign(Object.create(repository) as MessageStoreRepository, over), codec, new LiveOrder());
+
+  const newMessage = (conversationId: string, clientMsgId: string = randomUUID()): NewMessage => ({
+    id: randomUUID(),
+    conversationId,
+    senderId: alice,
+    senderDeviceId: 'phone',
+    clientMsgId,
+    contentType: 'text/plain',
+  });
+  const text = (body: string) => new TextEncoder().encode(body);
+  const storeText = (on: MessageStore, conversationId: string, body: string, clientMsgId?: string) =>
+    on.store(newMessage(conversationId, clientMsgId), text(body));
+  const seqOf = (outcome: StoreOutcome) => outcome.message.seq;
+  const releaseAll = (outcomes: StoreOutcome[]) => {
+    for (const outcome of outcomes) if (outcome.kind === 'stored') outcome.live.release();
+  };
+
+  beforeAll(async () => {
+    service = await startTestApp();
+    repository = service.app.get(MessageStoreRepository);
+    codec = service.app.get(MessageCodec);
+    store = service.app.get(MessageStore);
+    [alice, bob] = [userId('alice'), userId('bob')];
+  });
+
+  afterAll(async () => {
+    await service?.close();
+  });
+
+  it('stores concurrent sends in the order they arrived, under gapless seqs, readable back', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const outcomes = await Promise.all(Array.from({ length: 60 }, (_, i) => storeText(store, conversationId, `m${i}`)));
+    releaseAll(outcomes);
+    expect(outcomes.map((o) => o.kind)).toEqual(Array(60).fill('stored'));
+    expect(outcomes.map(seqOf)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    const page = await store.page(conversationId, { afterSeq: 0, limit: 100 });
+    expect(page.messages.map((m) => m.body)).toEqual(outcomes.map((_, i) => `m${i}`));
+    expect(page.messages.map((m) => m.createdAt)).toEqual(outcomes.map((o) => o.message.createdAt));
+    // created_at increases with seq, even within one batch.
+    const times = page.messages.map((m) => Date.parse(m.createdAt));
+    expect(times.every((t, i) => i === 0 || t > times[i - 1])).toBe(true);
+  });
+
+  it('answers a resend with the stored message and spends no seq on it, alone or inside a batch', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const first = await storeText(store, conversationId, 'original', 'once');
+    releaseAll([first]);
+    const alone = await storeText(store, conversationId, 'again', 'once');
+    expect(alone).toEqual({ kind: 'duplicate', message: first.message });
+
+    const batch = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => storeText(store, conversationId, `b${i}`, i === 7 ? 'once' : undefined)),
+    );
+    releaseAll(batch);
+    expect(batch[7]).toEqual({ kind: 'duplicate', message: first.message });
+    const seqs = batch.filter((o) => o.kind === 'stored').map(seqOf);
+    expect(seqs).toEqual(Array.from({ length: 19 }, (_, i) => i + 2));
+  });
+
+  it('stores the same clientMsgId twice in one batch once, answering the second with the first', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const [a, b, c] = await Promise.all([
+      storeText(store, conversationId, 'x', 'twice'),
+      storeText(store, conversationId, 'y', 'twice'),
+      storeText(store, conversationId, 'z'),
+    ]);
+    releaseAll([a, b, c]);
+    expect(a.kind).toBe('stored');
+    expect(b).toEqual({ kind: 'duplicate', message: a.message });
+    expect([seqOf(a), seqOf(c)]).toEqual([1, 2]);
+  });
+
+  it('keeps seqs unique and gapless when two instances write into one conversation', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const other = otherInstance();
+    const outcomes: StoreOutcome[] = [];
+    // Rounds of concurrent sends on both: each round finds the other's writes under the
+    // head it remembered, so the predicted path misses and the transaction takes over.
+    for (let round = 0; round < 5; round++) {
+      outcomes.push(
+        ...(await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            storeText(i % 2 === 0 ? store : other, conversationId, `r${round}-${i}`),
+          ),
+        )),
+      );
+    }
+    releaseAll(outcomes);
+    expect(outcomes.every((o) => o.kind === 'stored')).toBe(true);
+    expect(outcomes.map(seqOf).sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    const page = await store.page(conversationId, { afterSeq: 0, limit: 100 });
+    expect(page.messages).toHaveLength(50);
+  });
+
+  it('gives a clientMsgId raced on two instances to one of them; the other answers with its message', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const other = otherInstance();
+    for (let race = 0; race < 5; race++) {
+      const clientMsgId = `race-${race}`;
+      const [mine, theirs] = await Promise.all([
+        storeText(store, conversationId, 'mine', clientMsgId),
+        storeText(other, conversationId, 'theirs', clientMsgId),
+      ]);
+      releaseAll([mine, theirs]);
+      expect([mine.kind, theirs.kind].sort()).toEqual(['duplicate', 'stored']);
+      expect(mine.message).toEqual(theirs.message);
+    }
+    const page = await store.page(conversationId, { afterSeq: 0, limit: 100 });
+    expect(page.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('falls back to one-by-one stores in arrival order when a batch clashes twice', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    let clashes = 0;
+    const clashing = otherInstance({
+      // Every batch of more than one clashes (as a concurrent writer's duplicate would);
+      // the predicted path is not taken: this instance knows no head yet.
+      insertBatch: (batch, seal, lookForResends) => {
+        if (batch.length > 1) {
+          clashes++;
+          return Promise.resolve({ kind: 'clash' });
+        }
+        return repository.insertBatch(batch, seal, lookForResends);
+      },
+    });
+    const seed = await storeText(store, conversationId, 'seed', 'seed');
+    releaseAll([seed]);
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => storeText(clashing, conversationId, `m${i}`, i === 20 ? 'seed' : undefined)),
+    );
+    releaseAll(outcomes);
+    expect(clashes).toBeGreaterThanOrEqual(2);
+    expect(outcomes[20]).toEqual({ kind: 'duplicate', message: seed.message });
+    const stored = outcomes.filter((o) => o.kind === 'stored');
+    expect(stored.map(seqOf)).toEqual(Array.from({ length: 39 }, (_, i) => i + 2));
+    expect(stored.map((o) => o.message.body)).toEqual(outcomes.flatMap((o, i) => (i === 20 ? [] : [`m${i}`])));
+  });
+
+  it('hands out live places in seq order, so emits go out in seq order whatever order fan-outs finish in', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => storeText(store, conversationId, `l${i}`)));
+    const emitted: number[] = [];
+    for (const outcome of [...outcomes].reverse()) {
+      if (outcome.kind === 'stored') outcome.live.emit(() => emitted.push(outcome.message.seq));
+    }
+    expect(emitted).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+
+  it('rejects every send of a batch the database refuses, holding no live place', async () => {
+    const conversationId = await createConversation(service, alice, [bob]);
+    const order = new LiveOrder();
+    let refusing = true;
+    const failing = new MessageStore(
+      Object.assign(Object.create(repository) as MessageStoreRepository, {
+        insertBatch: (...args: Parameters<Repository['insertBatch']>) =>
+          refusing
+            ? // Seals (taking live places) as the real one does, then fails.
+              repository.insertBatch(
+                args[0],
+                (...sealArgs) => {
+                  args[1](...sealArgs);
+                  throw new Error('connection terminated');
+                },
+                args[2],
+              )
+            : repository.insertBatch(...args),
+      }),
+      codec,
+      order,
+    );
+    const refused = await Promise.allSettled([
+      storeText(failing, conversationId, 'a'),
+      storeText(failing, conversationId, 'b'),
+    ]);
+    expect(refused.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    refusing = false;
+    // Nothing holds the line: the next message emits at once.
+    const next = await storeText(failing, conversationId, 'c');
+    const emitted: number[] = [];
+    if (next.kind === 'stored') next.live.emit(() => emitted.push(next.message.seq));
+    expect(emitted).toEqual([1]);
+  });
+});
