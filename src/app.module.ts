@@ -6,7 +6,7 @@ import { ConfigModule } from './config/config.module.js';
 import { ConversationsModule } from './conversations/conversations.module.js';
 import { CryptoModule } from './crypto/crypto.module.js';
 import { DemoModule } from './demo/demo.module.js';
-import { DeviceRegistrationModule } from './devices/device-registration.module.js';
+import { DevicesModule } from './devices/devices.module.js';
 import { GatewayModule } from './gateway/gateway.module.js';
 import { HealthModule } from './health/health.module.js';
 import { LifecycleModule } from './lifecycle/lifecycle.module.js';
@@ -38,7 +38,7 @@ export class AppModule {
         ConversationsModule,
         MessagesModule,
         PushModule,
-        DeviceRegistrationModule,
+        DevicesModule,
         GatewayModule,
         // The web chat, outside production by default (DEMO_ENABLED).
         ...(config.demoEnabled ? [DemoModule.forRoot(config)] : []),

@@ -3,8 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { CryptoService } from '../crypto/crypto.service.js';
-import { DevicesRepository } from '../devices/devices.repository.js';
 import {
   ConversationsRepository,
   type ConversationRecord,
@@ -32,7 +32,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export class ConversationsService {
   constructor(
     private readonly conversations: ConversationsRepository,
-    private readonly devices: DevicesRepository,
+    private readonly queue: OfflineQueueService,
     private readonly crypto: CryptoService,
   ) {}
 
@@ -85,7 +85,7 @@ export class ConversationsService {
       }
       throw error;
     }
-    for (const userId of memberIds) await this.devices.ensureCursorsForMember(id, userId);
+    await this.queue.startCursorsForMembers(id, memberIds);
     return { conversation: await this.get(id), created: true };
   }
 

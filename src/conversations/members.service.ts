@@ -53,7 +53,7 @@ export class MembersService {
       throw new AppError(ErrorCode.Conflict, 'already a member', { userIds: alreadyMembers });
     }
     this.membership.membersChanged(conversationId);
-    for (const userId of ids) await this.devices.ensureCursorsForMember(conversationId, userId);
+    await this.queue.startCursorsForMembers(conversationId, ids);
     const conversation = await this.current(conversationId);
     const everyone = conversation.members.map((member) => member.userId);
     for (const userId of ids) this.realtime.emitMembership(everyone, { conversationId, userId, change: 'added' });

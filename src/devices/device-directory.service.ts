@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
 
 import { CacheBus, TtlCache } from '../redis/cache-bus.service.js';
-import { DevicesRepository, type DeviceRef } from './devices.repository.js';
+import { DevicesRepository } from './devices.repository.js';
+import type { DeviceRef } from './devices.types.js';
 
 const CACHE_TTL_MS = 30_000;
 

@@ -32,7 +32,7 @@ export class DeviceRegistrationService {
     rejectMisplacedPushFields(registration.platform ?? stored?.platform ?? null, registration);
     const { device, created, keyChanged } = await this.devices.register(userId, deviceId, registration);
     if (created || keyChanged) this.directory.changed(userId);
-    await this.devices.ensureCursors(userId, deviceId);
+    await this.queue.startCursors({ userId, deviceId });
     return { device, created };
   }
 

@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
 
 import { batchLoader } from '../common/batch-loader.js';
-import { DevicesRepository, type DeviceRef } from './devices.repository.js';
+import { DevicesRepository } from './devices.repository.js';
+import type { DeviceRef } from './devices.types.js';
 
 /**
  * The writes a connecting device causes in PostgreSQL, batched across the sockets that
@@ -11,20 +12,11 @@ import { DevicesRepository, type DeviceRef } from './devices.repository.js';
 @Injectable()
 export class DeviceSightings {
   private readonly touches = batchLoader<DeviceRef, boolean>((devices) => this.devices.touch(devices));
-  private readonly cursors = batchLoader<DeviceRef, void>(async (devices) => {
-    await this.devices.ensureCursorsOf(devices);
-    return devices.map(() => undefined);
-  });
 
   constructor(private readonly devices: DevicesRepository) {}
 
   /** Records that the device connected; true when it was seen for the first time. */
   seen(device: DeviceRef): Promise<boolean> {
     return this.touches.load(device);
-  }
-
-  /** Gives a new device its cursors (DevicesRepository.ensureCursorsOf). */
-  giveCursors(device: DeviceRef): Promise<void> {
-    return this.cursors.load(device);
   }
 }

@@ -1,11 +1,7 @@
 import { Injectable } from '@nestjs/common';
 
 import { PrismaService } from '../prisma/prisma.service.js';
-
-export interface DeviceRef {
-  userId: string;
-  deviceId: string;
-}
+import { distinctSorted, type DeviceRef } from './devices.types.js';
 
 export type Platform = 'ios' | 'android' | 'web';
 export type ApnsEnvironment = 'sandbox' | 'production';
@@ -45,7 +41,7 @@ export interface DeviceRegistration {
   publicKey?: string | null;
 }
 
-/** Devices and their per-conversation delivery cursors in PostgreSQL. */
+/** Devices in PostgreSQL: registrations, push addresses, public keys, sightings. */
 @Injectable()
 export class DevicesRepository {
   constructor(private readonly prisma: PrismaService) {}
@@ -57,7 +53,7 @@ export class DevicesRepository {
    * its first listing says true.
    */
   async touch(devices: readonly DeviceRef[]): Promise<boolean[]> {
-    const unique = uniqueSorted(devices);
+    const unique = distinctSorted(devices);
     const { rows } = await this.prisma.sql.query<{ user_id: string; device_id: string; created: boolean }>({
       name: 'devices.touch',
       // Sorted, so concurrent batches take their row locks in the same order.
@@ -70,43 +66,6 @@ export class DevicesRepository {
     });
     const created = new Set(rows.filter((row) => row.created).map((row) => keyOf(row.user_id, row.device_id)));
     return devices.map((device) => created.delete(keyOf(device.userId, device.deviceId)));
-  }
-
-  /**
-   * Gives each device a cursor in each of its user's conversations that lacks one, at the
-   * conversation's current last seq: the device receives what is sent from now on.
-   * Runs after the device rows are committed, so a message committed in between is either
-   * fanned out to the device or already counted in last_seq.
-   */
-  async ensureCursorsOf(devices: readonly DeviceRef[]): Promise<void> {
-    const unique = uniqueSorted(devices);
-    if (unique.length === 0) return;
-    await this.prisma.sql.query({
-      name: 'devices.ensureCursors',
-      text: `INSERT INTO delivery_cursors (user_id, device_id, conversation_id, acked_seq)
-             SELECT t.u, t.d, c.id, c.last_seq
-             FROM unnest($1::text[], $2::text[]) AS t(u, d)
-             JOIN conversation_members m ON m.user_id = t.u
-             JOIN conversations c ON c.id = m.conversation_id
-             ORDER BY t.u, t.d, c.id
-             ON CONFLICT DO NOTHING`,
-      values: [unique.map((d) => d.userId), unique.map((d) => d.deviceId)],
-    });
-  }
-
-  /** `ensureCursorsOf` for one device. */
-  ensureCursors(userId: string, deviceId: string): Promise<void> {
-    return this.ensureCursorsOf([{ userId, deviceId }]);
-  }
-
-  /** Gives every device of `userId` a cursor in one conversation (the user was just added). */
-  async ensureCursorsForMember(conversationId: string, userId: string): Promise<void> {
-    await this.prisma.$executeRaw`
-      INSERT INTO delivery_cursors (user_id, device_id, conversation_id, acked_seq)
-      SELECT d.user_id, d.device_id, c.id, c.last_seq
-      FROM devices d JOIN conversations c ON c.id = ${conversationId}::uuid
-      WHERE d.user_id = ${userId}
-      ON CONFLICT DO NOTHING`;
   }
 
   /** A device as stored; null when there is none. */
@@ -262,34 +221,6 @@ export class DevicesRepository {
     }
     return updated > 0;
   }
-
-  /** Moves cursors forward only (an older ack never moves one back). */
-  async advanceCursors(
-    userId: string,
-    deviceId: string,
-    cursors: readonly { conversationId: string; ackedSeq: number }[],
-  ): Promise<void> {
-    await this.advanceManyCursors(cursors.map((c) => ({ userId, deviceId, ...c })));
-  }
-
-  /** Many devices' cursors in one statement, forward only. */
-  async advanceManyCursors(
-    cursors: readonly { userId: string; deviceId: string; conversationId: string; ackedSeq: number }[],
-  ): Promise<void> {
-    if (cursors.length === 0) return;
-    await this.prisma.sql.query({
-      name: 'devices.advanceCursors',
-      text: `UPDATE delivery_cursors dc SET acked_seq = GREATEST(dc.acked_seq, v.seq), updated_at = now()
-             FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[]) AS v(user_id, device_id, conversation_id, seq)
-             WHERE dc.user_id = v.user_id AND dc.device_id = v.device_id AND dc.conversation_id = v.conversation_id`,
-      values: [
-        cursors.map((c) => c.userId),
-        cursors.map((c) => c.deviceId),
-        cursors.map((c) => c.conversationId),
-        cursors.map((c) => c.ackedSeq),
-      ],
-    });
-  }
 }
 
 interface DeviceRow {
@@ -356,9 +287,3 @@ export interface PushTarget {
 }
 
 const keyOf = (userId: string, deviceId: string) => `${userId}\u0000${deviceId}`;
-
-/** The distinct devices, in one fixed order. */
-function uniqueSorted(devices: readonly DeviceRef[]): DeviceRef[] {
-  const byKey = new Map(devices.map((device) => [keyOf(device.userId, device.deviceId), device]));
-  return [...byKey.keys()].sort().map((key) => byKey.get(key)!);
-}

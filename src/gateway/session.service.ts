@@ -5,7 +5,7 @@ import { AppError, ErrorCode } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
 import { DeviceDirectory } from '../devices/device-directory.service.js';
 import { DeviceSightings } from '../devices/device-sightings.service.js';
-import type { DeviceRef } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import { DeliveryService } from '../messages/delivery.service.js';
 import { PresenceService } from '../presence/presence.service.js';
 import { CacheBus } from '../redis/cache-bus.service.js';
@@ -56,10 +56,9 @@ export class SessionService {
     try {
       const isNew = await this.sightings.seen(device);
       if (isNew) {
-        // A new device: it receives what is sent from now on (cursors at the current seqs).
-        // Known devices already have theirs: member additions create them for every device.
+        // A new device changes its user's device list (e2e recipients); its cursors
+        // start with DeliveryService.prepare.
         this.directory.changed(device.userId);
-        await this.sightings.giveCursors(device);
       }
       return await this.delivery.prepare(device, isNew);
     } catch (error) {

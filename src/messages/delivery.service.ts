@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 
-import type { DeviceRef } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { MessageStore } from '../message-store/message-store.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
@@ -20,6 +20,9 @@ export class DeliveryService {
 
   /** Makes the device's queue trustworthy (rebuilt if Redis lost it) and returns its length. */
   async prepare(device: DeviceRef, isNew: boolean): Promise<number> {
+    // A new device receives what is sent from now on: cursors at the current seqs. Known
+    // devices already have theirs (member additions create them for every device).
+    if (isNew) await this.queue.startCursors(device);
     const length = await this.queue.syncedLength(device, isNew);
     this.metrics.queueDepth.observe(length);
     return length;

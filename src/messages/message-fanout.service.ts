@@ -7,7 +7,7 @@ import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { PushService } from '../push/push.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
-import type { DeviceRef } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import type { LiveSlot } from '../message-store/live-order.js';
 import type { Sender } from './messages.types.js';
 

@@ -1,6 +1,6 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 
-import { DevicesRepository } from '../devices/devices.repository.js';
+import { DeliveryCursorsRepository } from './delivery-cursors.repository.js';
 
 /** How long acked positions wait to be written together. */
 const FLUSH_MS = 50;
@@ -27,7 +27,7 @@ export class CursorWriter implements OnApplicationShutdown {
   private timer?: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
 
-  constructor(private readonly devices: DevicesRepository) {}
+  constructor(private readonly cursors: DeliveryCursorsRepository) {}
 
   advance(userId: string, deviceId: string, cursors: readonly { conversationId: string; ackedSeq: number }[]): void {
     for (const cursor of cursors) {
@@ -48,7 +48,7 @@ export class CursorWriter implements OnApplicationShutdown {
     this.flushing = this.flushing.then(async () => {
       if (batch.length === 0) return;
       try {
-        await this.devices.advanceManyCursors(batch);
+        await this.cursors.advance(batch);
       } catch (error) {
         // Keep them for the next flush (never move back: the map keeps the highest).
         this.logger.warn(`delivery cursors not written yet (${batch.length}): ${String(error)}`);

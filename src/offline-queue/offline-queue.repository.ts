@@ -4,7 +4,7 @@ import { Injectable } from '@nestjs/common';
 import type { Result } from 'ioredis';
 
 import { RedisService } from '../redis/redis.service.js';
-import type { DeviceRef } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import type { ConversationState, PendingEntry } from './offline-queue.types.js';
 
 /**

@@ -2,8 +2,9 @@ import { Injectable, Logger } from '@nestjs/common';
 
 import { batchLoader } from '../common/batch-loader.js';
 import { AppConfig } from '../config/app-config.js';
-import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import { CursorWriter } from './cursor-writer.js';
+import { DeliveryCursorsRepository } from './delivery-cursors.repository.js';
 import { OfflineQueueMetrics } from './offline-queue.metrics.js';
 import { OfflineQueueRepository, type AckResult, type QueuedRef } from './offline-queue.repository.js';
 import type { PendingEntry } from './offline-queue.types.js';
@@ -37,10 +38,16 @@ export class OfflineQueueService {
     this.source.conversationsMissingEntries(audits),
   );
 
+  /** New devices connecting in one event-loop round get their cursors in one statement. */
+  private readonly newDevices = batchLoader<DeviceRef, void>(async (devices) => {
+    await this.cursorRows.startForDevices(devices);
+    return devices.map(() => undefined);
+  });
+
   constructor(
     private readonly queues: OfflineQueueRepository,
     private readonly source: QueueSourceRepository,
-    private readonly devices: DevicesRepository,
+    private readonly cursorRows: DeliveryCursorsRepository,
     private readonly cursors: CursorWriter,
     private readonly metrics: OfflineQueueMetrics,
     private readonly config: AppConfig,
@@ -90,8 +97,21 @@ export class OfflineQueueService {
       this.logger.warn(
         `offline queue of a device reached ${this.config.offlineQueueMax}; dropped ${lost.length} oldest`,
       );
-      await this.devices.advanceCursors(device.userId, device.deviceId, highestPerConversation(lost));
+      await this.cursorRows.advance(highestPerConversation(lost).map((cursor) => ({ ...device, ...cursor })));
     }
+  }
+
+  /**
+   * A new (or newly registered) device's cursors: in each of its user's conversations
+   * it lacks one, at the current seq; its queue holds what is sent from then on.
+   */
+  startCursors(device: DeviceRef): Promise<void> {
+    return this.newDevices.load(device);
+  }
+
+  /** Cursors for every device of users just added to a conversation, at its current seq. */
+  startCursorsForMembers(conversationId: string, userIds: readonly string[]): Promise<void> {
+    return this.cursorRows.startForMembers(conversationId, userIds);
   }
 
   /**

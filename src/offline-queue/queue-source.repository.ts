@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 
-import type { DeviceRef } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import { PrismaService } from '../prisma/prisma.service.js';
 import type { ConversationState, PendingEntry } from './offline-queue.types.js';
 

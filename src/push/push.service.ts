@@ -1,6 +1,7 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 
-import { DevicesRepository, type DeviceRef } from '../devices/devices.repository.js';
+import { DevicesRepository } from '../devices/devices.repository.js';
+import type { DeviceRef } from '../devices/devices.types.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
 import { PushDeliveryService } from './push-delivery.service.js';
 import { PushAttemptError, PushJobsRepository, type PushAttempt } from './push-jobs.repository.js';

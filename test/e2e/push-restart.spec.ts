@@ -4,6 +4,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { OfflineQueueService } from '../../src/offline-queue/offline-queue.service.js';
 import { DevicesRepository } from '../../src/devices/devices.repository.js';
 import type { FcmMessage } from '../../src/push/fcm.client.js';
 import { pushJobId } from '../../src/push/push-jobs.repository.js';
@@ -48,6 +49,7 @@ describe('push jobs across a restart', () => {
     const subscription = webPush.subscribe();
     const conversationId = await createConversation(first, alice, [bob]);
     const devices = first.app.get(DevicesRepository);
+    const queue = first.app.get(OfflineQueueService);
     const registrations = [
       ['bob-phone', { platform: 'ios', apnsToken }],
       ['bob-pixel', { platform: 'android', fcmToken: androidToken }],
@@ -55,7 +57,7 @@ describe('push jobs across a restart', () => {
     ] as const;
     for (const [deviceId, registration] of registrations) {
       await devices.register(bob, deviceId, registration);
-      await devices.ensureCursors(bob, deviceId);
+      await queue.startCursors({ userId: bob, deviceId });
     }
 
     const sender = await connect(first.url, alice, { deviceId: 'alice-web' });

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { DeviceSightings } from '../../src/devices/device-sightings.service.js';
-import { DevicesRepository, type DeviceRef } from '../../src/devices/devices.repository.js';
+import { DevicesRepository } from '../../src/devices/devices.repository.js';
+import type { DeviceRef } from '../../src/devices/devices.types.js';
+import { DeliveryCursorsRepository } from '../../src/offline-queue/delivery-cursors.repository.js';
 import { MembershipRepository } from '../../src/conversations/membership.repository.js';
 import { PresenceService } from '../../src/presence/presence.service.js';
 import { PrismaService } from '../../src/prisma/prisma.service.js';
@@ -43,7 +45,7 @@ describe('connect-time writes, batched across devices connecting together', () =
     expect(await devices.touch([fresh, other])).toEqual([false, false]);
   });
 
-  it('ensureCursorsOf gives several devices a cursor at each conversation’s current seq', async () => {
+  it('startForDevices gives several devices a cursor at each conversation’s current seq', async () => {
     const alice = userId('alice');
     const bob = userId('bob');
     const conversationId = await createConversation(service, alice, [bob]);
@@ -56,7 +58,7 @@ describe('connect-time writes, batched across devices connecting together', () =
     const tablet = { userId: bob, deviceId: 'new-tablet' };
     await devices.touch([phone, tablet]);
 
-    await devices.ensureCursorsOf([phone, tablet, phone]);
+    await service.app.get(DeliveryCursorsRepository).startForDevices([phone, tablet, phone]);
 
     for (const device of [phone, tablet]) {
       expect(await cursorsOf(device)).toEqual([{ conversation_id: conversationId, acked_seq: '3' }]);

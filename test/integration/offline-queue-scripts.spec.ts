@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { DeviceRef } from '../../src/devices/devices.repository.js';
+import type { DeviceRef } from '../../src/devices/devices.types.js';
 import { OfflineQueueRepository } from '../../src/offline-queue/offline-queue.repository.js';
 import type { PendingEntry } from '../../src/offline-queue/offline-queue.types.js';
 import { RedisService } from '../../src/redis/redis.service.js';
