@@ -7,7 +7,7 @@ import { createAdapter, type RedisAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
-import { coalesceWrites } from '../common/write-coalescing.js';
+import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { AppConfig } from '../config/app-config.js';
 import type { CacheBus } from '../redis/cache-bus.service.js';
 import type { RedisService } from '../redis/redis.service.js';

@@ -1,7 +1,7 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 
-import { coalesceWrites } from '../common/write-coalescing.js';
+import { coalesceWrites } from '../platform/write-coalescing.js';
 import { AppConfig } from '../config/app-config.js';
 
 /**
