@@ -3,12 +3,14 @@ import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
-import { createAdapter, type RedisAdapter } from '@socket.io/redis-adapter';
+import { createAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
-import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { AppConfig } from '../config/app-config.js';
+import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
+import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
+import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { CacheBus } from '../redis/cache-bus.service.js';
 import type { RedisService } from '../redis/redis.service.js';
 
@@ -80,41 +82,4 @@ export class AppIoAdapter extends IoAdapter {
     await super.close(server);
     await Promise.all(this.clients.map((client) => client.quit().catch(() => client.disconnect())));
   }
-}
-
-/**
- * The adapter does not catch failed publishes; while Redis is down they would reject
- * unhandled. Other instances miss those broadcasts (local sockets were already served).
- */
-function publishSafely(client: Redis): Redis {
-  return new Proxy(client, {
-    get(target, property, receiver) {
-      if (property === 'publish' || property === 'spublish') {
-        return (...args: unknown[]) =>
-          (Reflect.get(target, property, receiver) as (...a: unknown[]) => Promise<unknown>)
-            .apply(target, args)
-            .catch(() => 0);
-      }
-      const value = Reflect.get(target, property, receiver) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
-
-type AdapterFactory = ReturnType<typeof createAdapter>;
-type BroadcastArgs = Parameters<RedisAdapter['broadcast']>;
-
-/**
- * Broadcasts stay local while this is the only instance (CacheBus.alone): nobody else
- * would receive the Redis copy.
- */
-function skipRedisWhenAlone(factory: AdapterFactory, topology: Pick<CacheBus, 'alone'>): AdapterFactory {
-  // Socket.IO calls the factory with `new`: it must be a plain function, not an arrow.
-  return function adapterFor(nsp: Parameters<AdapterFactory>[0]): RedisAdapter {
-    const adapter = factory(nsp);
-    const broadcast = adapter.broadcast.bind(adapter);
-    adapter.broadcast = (packet: BroadcastArgs[0], opts: BroadcastArgs[1]) =>
-      broadcast(packet, topology.alone ? { ...opts, flags: { ...opts.flags, local: true } } : opts);
-    return adapter;
-  };
 }
