@@ -2,12 +2,12 @@ import type { Server as HttpServer } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
-import { IoAdapter } from '@nestjs/platform-socket.io';
 import { createAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
+import { IoAdapterWithoutIdleBindings } from '../platform/nest-io-bind-handlers.js';
 import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
@@ -27,8 +27,11 @@ const ENVELOPE_BYTES = 64 * 1024;
  * Rooms span instances through the Redis adapter (@socket.io/redis-adapter): an emit
  * to a user or conversation room reaches sockets on every instance, and a removed
  * member's sockets leave a room everywhere.
+ *
+ * The library patches it applies live in src/platform/, each with a spec pinning what it
+ * relies on.
  */
-export class AppIoAdapter extends IoAdapter {
+export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
   private readonly clients: Redis[] = [];
 
   constructor(
@@ -66,16 +69,6 @@ export class AppIoAdapter extends IoAdapter {
       ),
     );
     return server;
-  }
-
-  /**
-   * Every event reaches the gateway through its one `onAny` dispatcher, so Nest has no
-   * message handlers to bind; skipping its per-socket disconnect stream (rxjs share/first,
-   * about 2 KB held per open socket) keeps idle connections small.
-   */
-  override bindMessageHandlers(...args: Parameters<IoAdapter['bindMessageHandlers']>): void {
-    if (args[1].length === 0) return;
-    super.bindMessageHandlers(...args);
   }
 
   override async close(server: Server): Promise<void> {
