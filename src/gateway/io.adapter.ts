@@ -11,7 +11,7 @@ import { IoAdapterWithoutIdleBindings } from '../platform/nest-io-bind-handlers.
 import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
-import type { CacheBus } from '../redis/cache-bus.service.js';
+import type { InstanceTopology } from '../redis/instance-topology.service.js';
 import type { RedisService } from '../redis/redis.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
@@ -38,7 +38,7 @@ export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
     app: INestApplicationContext,
     private readonly config: AppConfig,
     private readonly redis: RedisService,
-    private readonly topology: CacheBus,
+    private readonly topology: InstanceTopology,
   ) {
     super(app);
   }
