@@ -4,7 +4,7 @@ import { Logger } from 'nestjs-pino';
 
 import { AppModule } from './app.module.js';
 import { AppIoAdapter } from './gateway/io.adapter.js';
-import { CacheBus } from './redis/cache-bus.service.js';
+import { InstanceTopology } from './redis/instance-topology.service.js';
 import { RedisService } from './redis/redis.service.js';
 import { MetricsService } from './metrics/metrics.service.js';
 import { HttpExceptionFilter } from './http/http-exception.filter.js';
@@ -26,7 +26,7 @@ export async function createApp(config: AppConfig): Promise<NestExpressApplicati
   const logger = app.get(Logger);
   app.useLogger(logger);
   app.disable('x-powered-by');
-  app.useWebSocketAdapter(new AppIoAdapter(app, config, app.get(RedisService), app.get(CacheBus)));
+  app.useWebSocketAdapter(new AppIoAdapter(app, config, app.get(RedisService), app.get(InstanceTopology)));
   app.useGlobalFilters(new HttpExceptionFilter(app.get(MetricsService)));
   // A message at maxMessageBytes must fit, even as base64 ciphertext with JSON escapes.
   app.useBodyParser('json', { limit: Math.max(100 * 1024, config.limits.maxMessageBytes * 2 + 64 * 1024) });

@@ -2,14 +2,16 @@ import type { Server as HttpServer } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
-import { IoAdapter } from '@nestjs/platform-socket.io';
-import { createAdapter, type RedisAdapter } from '@socket.io/redis-adapter';
+import { createAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
-import { coalesceWrites } from '../common/write-coalescing.js';
 import type { AppConfig } from '../config/app-config.js';
-import type { CacheBus } from '../redis/cache-bus.service.js';
+import { IoAdapterWithoutIdleBindings } from '../platform/nest-io-bind-handlers.js';
+import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
+import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
+import { coalesceWrites } from '../platform/write-coalescing.js';
+import type { InstanceTopology } from '../redis/instance-topology.service.js';
 import type { RedisService } from '../redis/redis.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
@@ -25,15 +27,18 @@ const ENVELOPE_BYTES = 64 * 1024;
  * Rooms span instances through the Redis adapter (@socket.io/redis-adapter): an emit
  * to a user or conversation room reaches sockets on every instance, and a removed
  * member's sockets leave a room everywhere.
+ *
+ * The library patches it applies live in src/platform/, each with a spec pinning what it
+ * relies on.
  */
-export class AppIoAdapter extends IoAdapter {
+export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
   private readonly clients: Redis[] = [];
 
   constructor(
     app: INestApplicationContext,
     private readonly config: AppConfig,
     private readonly redis: RedisService,
-    private readonly topology: CacheBus,
+    private readonly topology: InstanceTopology,
   ) {
     super(app);
   }
@@ -66,55 +71,8 @@ export class AppIoAdapter extends IoAdapter {
     return server;
   }
 
-  /**
-   * Every event reaches the gateway through its one `onAny` dispatcher, so Nest has no
-   * message handlers to bind; skipping its per-socket disconnect stream (rxjs share/first,
-   * about 2 KB held per open socket) keeps idle connections small.
-   */
-  override bindMessageHandlers(...args: Parameters<IoAdapter['bindMessageHandlers']>): void {
-    if (args[1].length === 0) return;
-    super.bindMessageHandlers(...args);
-  }
-
   override async close(server: Server): Promise<void> {
     await super.close(server);
     await Promise.all(this.clients.map((client) => client.quit().catch(() => client.disconnect())));
   }
-}
-
-/**
- * The adapter does not catch failed publishes; while Redis is down they would reject
- * unhandled. Other instances miss those broadcasts (local sockets were already served).
- */
-function publishSafely(client: Redis): Redis {
-  return new Proxy(client, {
-    get(target, property, receiver) {
-      if (property === 'publish' || property === 'spublish') {
-        return (...args: unknown[]) =>
-          (Reflect.get(target, property, receiver) as (...a: unknown[]) => Promise<unknown>)
-            .apply(target, args)
-            .catch(() => 0);
-      }
-      const value = Reflect.get(target, property, receiver) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
-
-type AdapterFactory = ReturnType<typeof createAdapter>;
-type BroadcastArgs = Parameters<RedisAdapter['broadcast']>;
-
-/**
- * Broadcasts stay local while this is the only instance (CacheBus.alone): nobody else
- * would receive the Redis copy.
- */
-function skipRedisWhenAlone(factory: AdapterFactory, topology: Pick<CacheBus, 'alone'>): AdapterFactory {
-  // Socket.IO calls the factory with `new`: it must be a plain function, not an arrow.
-  return function adapterFor(nsp: Parameters<AdapterFactory>[0]): RedisAdapter {
-    const adapter = factory(nsp);
-    const broadcast = adapter.broadcast.bind(adapter);
-    adapter.broadcast = (packet: BroadcastArgs[0], opts: BroadcastArgs[1]) =>
-      broadcast(packet, topology.alone ? { ...opts, flags: { ...opts.flags, local: true } } : opts);
-    return adapter;
-  };
 }

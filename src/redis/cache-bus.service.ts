@@ -1,19 +1,11 @@
-import { randomUUID } from 'node:crypto';
-
-import {
-  Injectable,
-  Logger,
-  type OnApplicationBootstrap,
-  type OnApplicationShutdown,
-  type OnModuleInit,
-} from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 
+import { InstanceTopology } from './instance-topology.service.js';
 import { RedisService } from './redis.service.js';
 
 /** Per Redis database: deployments sharing a Redis server on different databases stay apart. */
 const channelOf = (db: number) => `cache:invalidate:${db}`;
-const TOPOLOGY_REFRESH_MS = 2_000;
 
 type Handler = (key: string) => void;
 
@@ -22,34 +14,27 @@ type Handler = (key: string) => void;
  * handlers at once and tells every other instance, whose handlers run on receipt.
  * Caches using it also keep a short TTL, the bound if a message is ever missed.
  *
- * It also knows whether this is the only instance (`alone`): every instance subscribes
- * to the channel, so its subscriber count is the instance count. Alone, nothing needs to
- * cross Redis: invalidations stay local, and so do Socket.IO broadcasts (AppIoAdapter).
- * An instance announces itself as it boots, before it listens, and waits for its own
- * echo, so the others stop taking the shortcut before any client can reach it; a
- * periodic count notices instances that went away. When unsure (Redis down), not alone.
+ * While this is the only instance (InstanceTopology.alone), invalidations stay local:
+ * nobody else would receive them. A new instance subscribes here before it announces
+ * itself (module init comes before bootstrap), and so before it listens or caches.
  */
 @Injectable()
-export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
+export class CacheBus implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(CacheBus.name);
   private readonly handlers = new Map<string, Handler[]>();
-  private readonly echoes = new Map<string, () => void>();
   private subscriber?: Redis;
   private readonly channel: string;
-  private aloneNow = false;
-  private topologyGeneration = 0;
-  private timer?: NodeJS.Timeout;
 
-  constructor(private readonly redis: RedisService) {
+  constructor(
+    private readonly redis: RedisService,
+    private readonly topology: InstanceTopology,
+  ) {
     this.channel = channelOf(redis.client.options.db ?? 0);
-    this.on('topology', () => {
-      this.topologyGeneration += 1;
-      this.aloneNow = false;
-    });
   }
 
+  /** InstanceTopology.alone, for SessionService, which still asks here. */
   get alone(): boolean {
-    return this.aloneNow;
+    return this.topology.alone;
   }
 
   async onModuleInit(): Promise<void> {
@@ -61,15 +46,7 @@ export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnApplica
     });
   }
 
-  async onApplicationBootstrap(): Promise<void> {
-    await this.invalidateAndConfirm('topology', 'joined');
-    void this.countInstances();
-    this.timer = setInterval(() => void this.countInstances(), TOPOLOGY_REFRESH_MS);
-    this.timer.unref();
-  }
-
   async onApplicationShutdown(): Promise<void> {
-    clearInterval(this.timer);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
   }
 
@@ -79,60 +56,15 @@ export class CacheBus implements OnModuleInit, OnApplicationBootstrap, OnApplica
 
   invalidate(topic: string, key: string): void {
     this.run(topic, key);
-    if (this.aloneNow) return;
+    if (this.topology.alone) return;
     this.redis.client.publish(this.channel, JSON.stringify([topic, key])).catch((error: unknown) => {
       this.logger.warn(`could not publish a cache invalidation: ${String(error)}`);
     });
   }
 
-  /**
-   * As `invalidate`, and resolves once the message came back through Redis to this
-   * instance: Redis has then written it to every subscriber (or after `timeoutMs`).
-   */
-  async invalidateAndConfirm(topic: string, key: string, timeoutMs = 1_000): Promise<void> {
-    const nonce = randomUUID();
-    const echoed = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.echoes.delete(nonce);
-        resolve();
-      }, timeoutMs);
-      timer.unref();
-      this.echoes.set(nonce, () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-    this.run(topic, key);
-    this.redis.client.publish(this.channel, JSON.stringify([topic, key, nonce])).catch((error: unknown) => {
-      this.logger.warn(`could not publish a cache invalidation: ${String(error)}`);
-    });
-    await echoed;
-  }
-
-  private async countInstances(): Promise<void> {
-    const generation = this.topologyGeneration;
-    let alone: boolean;
-    try {
-      const reply = (await this.redis.client.pubsub('NUMSUB', this.channel)) as [string, number | string];
-      alone = Number(reply[1]) <= 1;
-    } catch {
-      alone = false;
-    }
-    // An instance that announced itself meanwhile wins over a count taken before it.
-    if (generation === this.topologyGeneration) this.aloneNow = alone;
-  }
-
   private dispatch(raw: string): void {
     try {
-      const [topic, key, nonce] = JSON.parse(raw) as [string, string, string?];
-      if (nonce !== undefined) {
-        const echo = this.echoes.get(nonce);
-        if (echo) {
-          this.echoes.delete(nonce);
-          echo();
-          return;
-        }
-      }
+      const [topic, key] = JSON.parse(raw) as [string, string];
       this.run(topic, key);
     } catch {
       this.logger.warn('ignored a malformed cache invalidation');

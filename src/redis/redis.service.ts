@@ -1,8 +1,9 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 
-import { coalesceWrites } from '../common/write-coalescing.js';
 import { AppConfig } from '../config/app-config.js';
+import { observeSubscribePromises } from '../platform/ioredis-subscribe-promises.js';
+import { coalesceWrites } from '../platform/write-coalescing.js';
 
 /**
  * The service's Redis connection. ioredis reconnects by itself after an outage; commands
@@ -31,32 +32,11 @@ export class RedisService implements OnApplicationShutdown {
 
   /** A second connection for blocking or subscriber use (pub/sub, adapters, job queues). */
   duplicate(): Redis {
-    return observeSubscribes(this.client.duplicate());
+    return observeSubscribePromises(this.client.duplicate());
   }
 
   /** After the drain and the servers (see PrismaService): nothing in flight still needs it. */
   async onApplicationShutdown(): Promise<void> {
     await this.client.quit().catch(() => this.client.disconnect());
   }
-}
-
-/**
- * After a reconnect ioredis re-subscribes (and re-selects the database) by itself and drops the returned promise; if
- * the connection closes again before the reply (an outage, or shutdown), that promise
- * rejects unhandled. Marking every subscribe promise as observed keeps that quiet while
- * callers that await one still see its outcome.
- */
-function observeSubscribes(client: Redis): Redis {
-  for (const name of ['subscribe', 'psubscribe', 'ssubscribe', 'select'] as const) {
-    const original = client[name].bind(client) as (...args: unknown[]) => Promise<unknown>;
-    Object.defineProperty(client, name, {
-      configurable: true,
-      value: (...args: unknown[]) => {
-        const result = original(...args);
-        result.catch(() => undefined);
-        return result;
-      },
-    });
-  }
-  return client;
 }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { JoinData, PresencePayload, ReceiptPayload, TypingPayload } from '@messaging-service/client/protocol';
-import { CacheBus } from '../../src/redis/cache-bus.service.js';
+import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
@@ -189,7 +189,7 @@ describe('across instances', () => {
   it('stops keeping broadcasts local as soon as a second instance joins', async () => {
     const first = await startTestApp(TIMING);
     try {
-      const topology = first.app.get(CacheBus);
+      const topology = first.app.get(InstanceTopology);
       const deadline = Date.now() + 10_000;
       while (!topology.alone && Date.now() < deadline) await settle(50);
       expect(topology.alone).toBe(true);

@@ -1,0 +1,160 @@
+import { once } from 'node:events';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { createAdapter, RedisAdapter } from '@socket.io/redis-adapter';
+import { Redis } from 'ioredis';
+import { Server } from 'socket.io';
+import { io as connectClient, type Socket as ClientSocket } from 'socket.io-client';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { observeSubscribePromises } from './ioredis-subscribe-promises.js';
+import { skipRedisWhenAlone } from './redis-adapter-local-when-alone.js';
+import { publishSafely } from './redis-adapter-publish-safely.js';
+
+type AdapterFactory = ReturnType<typeof createAdapter>;
+type BroadcastOptions = Parameters<RedisAdapter['broadcast']>[1];
+
+/** A real ioredis client that rejects every command at once, as while Redis is down. */
+function unreachableRedis(): Redis {
+  const client = new Redis({
+    host: '127.0.0.1',
+    port: 1,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  client.on('error', () => undefined);
+  return client;
+}
+
+/** The channels the adapter publishes to, through a client that records them. */
+function recordingPublisher(client: Redis): { client: Redis; channels: string[] } {
+  const channels: string[] = [];
+  const recording = new Proxy(client, {
+    get(target, property) {
+      if (property === 'publish') {
+        return (channel: string, message: Buffer) => {
+          channels.push(channel);
+          return target.publish(channel, message);
+        };
+      }
+      const value = Reflect.get(target, property) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { client: recording, channels };
+}
+
+/** The factory, recording the options each adapter's own broadcast receives. */
+function recordingBroadcasts(factory: AdapterFactory): { factory: AdapterFactory; seen: BroadcastOptions[] } {
+  const seen: BroadcastOptions[] = [];
+  return {
+    seen,
+    factory: function recording(nsp: Parameters<AdapterFactory>[0]): RedisAdapter {
+      const adapter = factory(nsp);
+      const broadcast = adapter.broadcast.bind(adapter);
+      adapter.broadcast = (packet, opts) => {
+        seen.push(opts);
+        broadcast(packet, opts);
+      };
+      return adapter;
+    },
+  };
+}
+
+// What skipRedisWhenAlone relies on, pinned so that an upgrade of Socket.IO or
+// @socket.io/redis-adapter that changes it fails here: Socket.IO constructs the adapter
+// from the factory with `new` and sends every emit through the adapter instance's
+// `broadcast(packet, opts)`; the Redis adapter publishes unless `opts.flags.local`, and
+// delivers to local sockets either way.
+describe('skipRedisWhenAlone', () => {
+  let http: HttpServer;
+  let server: Server;
+  let client: ClientSocket;
+  let channels: string[];
+  let seen: BroadcastOptions[];
+  const topology = { alone: false };
+  const redisClients: Redis[] = [];
+
+  async function start(wrap: (factory: AdapterFactory) => AdapterFactory): Promise<void> {
+    const publisher = recordingPublisher(unreachableRedis());
+    const sub = observeSubscribePromises(unreachableRedis());
+    redisClients.push(publisher.client, sub);
+    channels = publisher.channels;
+    const recording = recordingBroadcasts(createAdapter(publishSafely(publisher.client), sub));
+    seen = recording.seen;
+    http = createServer();
+    server = new Server(http, { transports: ['websocket'] });
+    server.adapter(wrap(recording.factory));
+    server.on('connection', (socket) => void socket.join('room'));
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    const { port } = http.address() as AddressInfo;
+    client = connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true });
+    await once(server, 'connection');
+  }
+
+  function received(event: string): Promise<unknown> {
+    return new Promise((resolve) => client.once(event, resolve));
+  }
+
+  beforeEach(() => {
+    topology.alone = false;
+  });
+
+  afterEach(() => {
+    client.disconnect();
+    // Not server.close(): the adapter's close would unsubscribe through the unreachable client.
+    http.close();
+    for (const redis of redisClients.splice(0)) redis.disconnect();
+  });
+
+  it('relies on the adapter skipping Redis for a broadcast flagged local, still delivering here', async () => {
+    await start((factory) => factory);
+    expect(server.of('/').adapter).toBeInstanceOf(RedisAdapter);
+    expect(Object.getOwnPropertyDescriptor(RedisAdapter.prototype, 'broadcast')?.value).toHaveLength(2);
+
+    let got = received('everywhere');
+    server.to('room').emit('everywhere', 1);
+    expect(await got).toBe(1);
+    expect(channels).toEqual(['socket.io#/#room#']);
+    expect(seen[0].rooms).toEqual(new Set(['room']));
+
+    got = received('here');
+    server.local.to('room').emit('here', 2);
+    expect(await got).toBe(2);
+    expect(seen[1].flags).toEqual({ local: true });
+    expect(channels).toHaveLength(1);
+  });
+
+  it('keeps broadcasts off Redis while this is the only instance, and delivers them here', async () => {
+    await start((factory) => skipRedisWhenAlone(factory, topology));
+    topology.alone = true;
+    const got = received('event');
+    server.to('room').emit('event', 'data');
+    expect(await got).toBe('data');
+    expect(channels).toEqual([]);
+    expect(seen[0].flags).toEqual({ local: true });
+    expect(seen[0].rooms).toEqual(new Set(['room']));
+  });
+
+  it('publishes through Redis as soon as another instance is there, reading the topology per broadcast', async () => {
+    await start((factory) => skipRedisWhenAlone(factory, topology));
+    topology.alone = true;
+    server.to('room').emit('event', 1);
+    topology.alone = false;
+    server.to('room').emit('event', 2);
+    expect(channels).toEqual(['socket.io#/#room#']);
+    expect(seen.map((opts) => opts.flags?.local)).toEqual([true, undefined]);
+  });
+
+  it('keeps the caller’s other flags', async () => {
+    await start((factory) => skipRedisWhenAlone(factory, topology));
+    topology.alone = true;
+    const got = received('event');
+    server.to('room').volatile.compress(false).emit('event', 'data');
+    expect(await got).toBe('data');
+    expect(seen[0].flags).toEqual({ volatile: true, compress: false, local: true });
+  });
+});
