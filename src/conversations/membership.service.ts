@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
-import { CacheBus, TtlCache } from '../redis/cache-bus.service.js';
+import { CacheBus } from '../redis/cache-bus.service.js';
+import { TtlCache } from '../common/ttl-cache.js';
 import { ConversationsRepository, type ConversationAccess } from './conversations.repository.js';
 
 /** Cached answers live this long at most; invalidations usually end them much sooner. */

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 
-import { CacheBus, TtlCache } from '../redis/cache-bus.service.js';
+import { CacheBus } from '../redis/cache-bus.service.js';
+import { TtlCache } from '../common/ttl-cache.js';
 import { DevicesRepository } from './devices.repository.js';
 import type { DeviceRef } from './devices.types.js';
 

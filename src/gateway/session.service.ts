@@ -8,7 +8,7 @@ import { DeviceSightings } from '../devices/device-sightings.service.js';
 import type { DeviceRef } from '../devices/devices.types.js';
 import { DeliveryService } from '../messages/delivery.service.js';
 import { PresenceService } from '../presence/presence.service.js';
-import { CacheBus } from '../redis/cache-bus.service.js';
+import { InstanceTopology } from '../redis/instance-topology.service.js';
 import { TypingService } from '../presence/typing.service.js';
 import { MessagingMetrics } from '../messages/messaging.metrics.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
@@ -38,7 +38,7 @@ export class SessionService {
     private readonly metrics: MessagingMetrics,
     private readonly presence: PresenceService,
     private readonly typing: TypingService,
-    private readonly topology: CacheBus,
+    private readonly topology: InstanceTopology,
     private readonly config: AppConfig,
   ) {}
 

@@ -1,11 +1,9 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 
+import { cacheChannelOf } from './channels.js';
 import { InstanceTopology } from './instance-topology.service.js';
 import { RedisService } from './redis.service.js';
-
-/** Per Redis database: deployments sharing a Redis server on different databases stay apart. */
-const channelOf = (db: number) => `cache:invalidate:${db}`;
 
 type Handler = (key: string) => void;
 
@@ -29,12 +27,7 @@ export class CacheBus implements OnModuleInit, OnApplicationShutdown {
     private readonly redis: RedisService,
     private readonly topology: InstanceTopology,
   ) {
-    this.channel = channelOf(redis.client.options.db ?? 0);
-  }
-
-  /** InstanceTopology.alone, for SessionService, which still asks here. */
-  get alone(): boolean {
-    return this.topology.alone;
+    this.channel = cacheChannelOf(redis.client.options.db ?? 0);
   }
 
   async onModuleInit(): Promise<void> {
@@ -73,55 +66,5 @@ export class CacheBus implements OnModuleInit, OnApplicationShutdown {
 
   private run(topic: string, key: string): void {
     for (const handler of this.handlers.get(topic) ?? []) handler(key);
-  }
-}
-
-/**
- * A small TTL cache keyed by string, bounded in size (oldest entries go first). Loads
- * race invalidations, so a value is stored only if nothing was invalidated since the
- * load began (`version` taken before the load, passed to `set`).
- */
-export class TtlCache<V> {
-  private readonly entries = new Map<string, { value: V; expiresAt: number }>();
-  private invalidations = 0;
-
-  constructor(
-    private readonly ttlMs: number,
-    private readonly maxEntries = 50_000,
-  ) {}
-
-  get(key: string): V | undefined {
-    const entry = this.entries.get(key);
-    if (!entry) return undefined;
-    if (entry.expiresAt <= Date.now()) {
-      this.entries.delete(key);
-      return undefined;
-    }
-    return entry.value;
-  }
-
-  /** Take before loading; pass to `set`. */
-  get version(): number {
-    return this.invalidations;
-  }
-
-  set(key: string, value: V, version: number): void {
-    if (version !== this.invalidations) return;
-    if (this.entries.size >= this.maxEntries) {
-      const oldest = this.entries.keys().next();
-      if (!oldest.done) this.entries.delete(oldest.value);
-    }
-    this.entries.set(key, { value, expiresAt: Date.now() + this.ttlMs });
-  }
-
-  delete(key: string): void {
-    this.invalidations += 1;
-    this.entries.delete(key);
-  }
-
-  /** Deletes every key starting with `prefix`. */
-  deletePrefix(prefix: string): void {
-    this.invalidations += 1;
-    for (const key of this.entries.keys()) if (key.startsWith(prefix)) this.entries.delete(key);
   }
 }

@@ -9,10 +9,9 @@ import {
 } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 
+import { cacheChannelOf, instancesChannelOf } from './channels.js';
 import { RedisService } from './redis.service.js';
 
-/** Per Redis database: deployments sharing a Redis server on different databases stay apart. */
-const channelOf = (db: number) => `instances:${db}`;
 const REFRESH_MS = 2_000;
 const ANNOUNCE_TIMEOUT_MS = 1_000;
 
@@ -31,6 +30,7 @@ const ANNOUNCE_TIMEOUT_MS = 1_000;
 export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(InstanceTopology.name);
   private readonly channel: string;
+  private readonly db: number;
   private subscriber?: Redis;
   private aloneNow = false;
   /** Bumped by every announcement, so that a count taken before one does not undo it. */
@@ -39,7 +39,8 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
   private timer?: NodeJS.Timeout;
 
   constructor(private readonly redis: RedisService) {
-    this.channel = channelOf(redis.client.options.db ?? 0);
+    this.db = redis.client.options.db ?? 0;
+    this.channel = instancesChannelOf(this.db);
   }
 
   get alone(): boolean {
@@ -111,8 +112,12 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
     const generation = this.generation;
     let alone: boolean;
     try {
-      const reply = (await this.redis.client.pubsub('NUMSUB', this.channel)) as [string, number | string];
-      alone = Number(reply[1]) <= 1;
+      // The cache channel too: an instance of an older version (a rolling deploy) listens
+      // there only, and must still count.
+      const reply = (await this.redis.client.pubsub('NUMSUB', this.channel, cacheChannelOf(this.db))) as (
+        string | number
+      )[];
+      alone = Number(reply[1]) <= 1 && Number(reply[3]) <= 1;
     } catch {
       alone = false;
     }

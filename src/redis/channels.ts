@@ -1,0 +1,10 @@
+/**
+ * The service's pub/sub channels, per Redis database: deployments sharing a Redis server
+ * on different databases stay apart.
+ */
+
+/** Cache invalidations (CacheBus); every instance of every version subscribes. */
+export const cacheChannelOf = (db: number) => `cache:invalidate:${db}`;
+
+/** Instance announcements (InstanceTopology). */
+export const instancesChannelOf = (db: number) => `instances:${db}`;
