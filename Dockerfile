@@ -14,7 +14,10 @@ RUN npm install --no-audit --no-fund
 COPY src ./src
 # The demo page's source: `npm run build` bundles it (served only with DEMO_ENABLED=true in production).
 COPY web ./web
-RUN npm run build && npm prune --omit=dev --ignore-scripts
+# --omit=optional too: the Prisma CLI (a devDependency) and typescript are also optional peers
+# of @prisma/client, which --omit=dev alone keeps (npm 10 and 11). It also drops msgpackr-extract
+# (msgpackr falls back to JavaScript) and pg-cloudflare (Workers only); the service needs none.
+RUN npm run build && npm prune --omit=dev --omit=optional --ignore-scripts
 
 # Run: production dependencies, compiled code and migrations only.
 FROM node:20-bookworm-slim

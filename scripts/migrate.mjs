@@ -7,10 +7,16 @@
 //                                         from schema.prisma (uses $DATABASE_URL's server for a
 //                                         temporary shadow database)
 //
-// Runs the compiled build: `npm run migrate` / `npm run migrate:new -- <name>` build first.
+// Applying runs the service's own runner from the compiled build (`npm run migrate` and
+// `npm run migrate:new -- <name>` build first). Writing a migration uses the diff tool,
+// scripts/migrations-diff.ts, a development tool that is not part of the build: it is
+// bundled here with esbuild on use, and needs the devDependencies (the Prisma schema engine).
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { applyMigrations, defaultMigrationsDir, diffMigrationsToSchema } from '../dist/prisma/migrator.js';
+import { pathToFileURL } from 'node:url';
+
+import { root } from './dev-env.mjs';
+import { applyMigrations, defaultMigrationsDir } from '../dist/prisma/migrator.js';
 
 const USAGE = 'usage: node scripts/migrate.mjs [new <name>]';
 
@@ -33,6 +39,24 @@ async function deploy() {
   );
 }
 
+/** scripts/migrations-diff.ts as a module Node can run: one esbuild bundle (~100 ms) in .local. */
+async function loadDiffTool() {
+  const { build } = await import('esbuild');
+  const outfile = join(root, '.local', 'migrate', 'migrations-diff.mjs');
+  await build({
+    entryPoints: [join(root, 'scripts', 'migrations-diff.ts')],
+    outfile,
+    bundle: true,
+    // node_modules stay imports, resolved from .local up to the project's node_modules.
+    packages: 'external',
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    logLevel: 'warning',
+  });
+  return import(pathToFileURL(outfile).href);
+}
+
 /** Prisma's folder timestamp: UTC, YYYYMMDDHHMMSS. */
 function timestamp(date = new Date()) {
   return date.toISOString().replace(/\D/g, '').slice(0, 14);
@@ -50,7 +74,9 @@ function slug(name) {
 async function create(rawName) {
   const name = slug(rawName ?? '');
   if (!name) throw new Error(`a migration name is required\n${USAGE}`);
-  const sql = await diffMigrationsToSchema({ shadowDatabaseUrl: databaseUrl() });
+  const url = databaseUrl();
+  const { diffMigrationsToSchema } = await loadDiffTool();
+  const sql = await diffMigrationsToSchema({ shadowDatabaseUrl: url });
   if (!sql.trim()) {
     console.log('schema and migrations agree: no migration written');
     return;

@@ -50,13 +50,14 @@ if (!production) {
     );
   }
   log(
-    'building (tsc): the client SDK, whose wire types the service compiles against, then the service, then the demo page (esbuild)',
+    'building (tsc): the client SDK, whose wire types the service compiles against, then the service (and its Lua scripts), then the demo page (esbuild)',
   );
   for (const project of [join('client', 'tsconfig.build.json'), 'tsconfig.build.json']) {
     run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], {
       stdio: 'inherit',
     });
   }
+  run(process.execPath, [join(root, 'scripts', 'copy-lua.mjs')], { stdio: 'inherit' });
   run(process.execPath, [join(root, 'scripts', 'build-demo.mjs')], { stdio: 'inherit' });
   log(
     `the demo chat: http://localhost:${env.PORT || 3000}/demo (unless DEMO_ENABLED=false); ` +
@@ -70,6 +71,7 @@ if (production && !existsSync(join(root, 'dist', 'main.js'))) {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
     stdio: 'inherit',
   });
+  run(process.execPath, [join(root, 'scripts', 'copy-lua.mjs')], { stdio: 'inherit' });
 }
 
 const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, join(root, 'dist', 'main.js')], {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 import { Injectable } from '@nestjs/common';
 import type { Result } from 'ioredis';
@@ -22,208 +23,19 @@ import type { ConversationState, PendingEntry } from './offline-queue.types.js';
  * PostgreSQL (whose copy of the cursor lags by a flush): between `cur` and `hi`, every
  * message PostgreSQL holds for the device is either queued or in `x`.
  */
-/**
- * Adds entries to many devices' queues in one call (a group commit's messages fanned out
- * to a group): ARGV mode, cap, device count, each device's key tag, then (id, score,
- * conversation, seq, sender) per entry. An entry already queued is left alone; the new
- * ones go in with one HSET and one ZADD per conversation per device. Past the cap the
- * oldest entries go. Keys are built from the tags, so all must live on one Redis (Redis Cluster
- * is not supported). Returns the dropped entries as (device index, conversation, seq).
- *
- * Mode 'repair' (a rebuild from PostgreSQL) skips what the device already acked (at or
- * below its cursor, or in `x`) and rewrites each entry into all three structures, so a
- * queue that lost any of them is whole again.
- */
-const ENQUEUE_MANY = `
-local repair = ARGV[1] == 'repair'
-local cap = tonumber(ARGV[2])
-local devices = tonumber(ARGV[3])
-local ids, scores, convs, seqs, values, highest = {}, {}, {}, {}, {}, {}
-local n = 0
-for i = 4 + devices, #ARGV, 5 do
-  n = n + 1
-  ids[n], scores[n], convs[n], seqs[n] = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
-  values[n] = ARGV[i+2] .. '|' .. ARGV[i+3] .. '|' .. ARGV[i+4]
-end
-local dropped = {}
-for d = 1, devices do
-  local tag = ARGV[3 + d]
-  local z, m, hi, cur, prefix, xprefix = tag .. ':z', tag .. ':m', tag .. ':hi', tag .. ':cur', tag .. ':c:', tag .. ':x:'
-  local fields, perConv = {}, {}
-  local top = {}
-  for j = 1, n do
-    local add
-    if repair then
-      local seq = tonumber(seqs[j])
-      add = seq > tonumber(redis.call('HGET', cur, convs[j]) or '0')
-        and not redis.call('ZSCORE', xprefix .. convs[j], ids[j])
-      if add then redis.call('ZADD', z, 'NX', scores[j], ids[j]) end
-    else
-      add = redis.call('ZADD', z, 'NX', scores[j], ids[j]) == 1
-    end
-    if add then
-      table.insert(fields, ids[j])
-      table.insert(fields, values[j])
-      local members = perConv[convs[j]]
-      if not members then
-        members = {}
-        perConv[convs[j]] = members
-      end
-      table.insert(members, seqs[j])
-      table.insert(members, ids[j])
-      local seq = tonumber(seqs[j])
-      if not top[convs[j]] or seq > top[convs[j]] then top[convs[j]] = seq end
-    end
-  end
-  if #fields > 0 then
-    redis.call('HSET', m, unpack(fields))
-    for conv, members in pairs(perConv) do
-      redis.call('ZADD', prefix .. conv, unpack(members))
-      local high = tonumber(redis.call('HGET', hi, conv) or '0')
-      if top[conv] > high then redis.call('HSET', hi, conv, top[conv]) end
-    end
-  end
-  local size = redis.call('ZCARD', z)
-  if size > cap then
-    local popped = redis.call('ZPOPMIN', z, size - cap)
-    local touched = {}
-    for j = 1, #popped, 2 do
-      local id = popped[j]
-      local entry = redis.call('HGET', m, id)
-      if entry then
-        local conv, seq = string.match(entry, '^([^|]+)|([^|]+)|')
-        redis.call('HDEL', m, id)
-        redis.call('ZREM', prefix .. conv, id)
-        touched[conv] = true
-        table.insert(dropped, d)
-        table.insert(dropped, conv)
-        table.insert(dropped, seq)
-      end
-    end
-    -- Dropped entries count as acked: the cursor moves past them, as in PostgreSQL.
-    for conv, _ in pairs(touched) do
-      local first = redis.call('ZRANGE', prefix .. conv, 0, 0, 'WITHSCORES')
-      local cursor
-      if #first > 0 then cursor = tonumber(first[2]) - 1 else cursor = tonumber(redis.call('HGET', hi, conv) or '0') end
-      redis.call('HSET', cur, conv, cursor)
-      redis.call('ZREMRANGEBYSCORE', xprefix .. conv, '-inf', cursor)
-    end
-  end
-end
-return dropped
-`;
 
-/**
- * Acks ids of one device's queue. KEYS: z, m, hi, cur; ARGV: conversation key prefix,
- * acked-ahead key prefix, then ids. Returns the acked entries (id, conversation, seq,
- * sender) and, per conversation touched, its new cursor; the cursor and the ids acked
- * past it are recorded in `cur` and `x`.
- */
-const ACK = `
-local prefix, xprefix = ARGV[1], ARGV[2]
-local acked = {}
-local touched = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  local entry = redis.call('HGET', KEYS[2], id)
-  if entry then
-    local conv, seq, sender = string.match(entry, '^([^|]+)|([^|]+)|(.*)$')
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('ZREM', prefix .. conv, id)
-    table.insert(acked, id)
-    table.insert(acked, conv)
-    table.insert(acked, seq)
-    table.insert(acked, sender)
-    local ids = touched[conv]
-    if not ids then
-      ids = {}
-      touched[conv] = ids
-    end
-    table.insert(ids, tonumber(seq))
-    table.insert(ids, id)
-  end
-end
-local cursors = {}
-for conv, ids in pairs(touched) do
-  local first = redis.call('ZRANGE', prefix .. conv, 0, 0, 'WITHSCORES')
-  local cursor
-  if #first > 0 then cursor = tonumber(first[2]) - 1 else cursor = tonumber(redis.call('HGET', KEYS[3], conv) or '0') end
-  redis.call('HSET', KEYS[4], conv, cursor)
-  local ahead = {}
-  for j = 1, #ids, 2 do
-    if ids[j] > cursor then
-      table.insert(ahead, ids[j])
-      table.insert(ahead, ids[j + 1])
-    end
-  end
-  if #ahead > 0 then redis.call('ZADD', xprefix .. conv, unpack(ahead)) end
-  redis.call('ZREMRANGEBYSCORE', xprefix .. conv, '-inf', cursor)
-  table.insert(cursors, conv)
-  table.insert(cursors, tostring(cursor))
-end
-return { acked, cursors }
-`;
+/** A script of ./lua (copied beside the compiled file by `npm run build`), read from disk once. */
+function readScript(file: string): string {
+  return readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8');
+}
 
-/**
- * A device's queue at connect, in one round trip. KEYS: global epoch, device epoch, z, m,
- * hi, cur; ARGV: a fresh epoch (used if the global one is missing), '1' if the device is
- * new (nothing to rebuild: mark it in sync), conversation and acked-ahead key prefixes.
- * Returns {0, epoch} when the queue must be rebuilt from PostgreSQL first; else
- * {1, length, whole, (conversation, hi, cursor, queued, ackedAhead)...}: `whole` is 0
- * when the structures disagree (one lost entries the others hold), and each conversation
- * the queue knows comes with what PostgreSQL is checked against.
- */
-const SYNC_STATE = `
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1])
-  epoch = ARGV[1]
-end
-if ARGV[2] == '1' then
-  redis.call('SET', KEYS[2], epoch)
-  return {1, redis.call('ZCARD', KEYS[3]), 1}
-elseif redis.call('GET', KEYS[2]) ~= epoch then
-  return {0, epoch}
-end
-local length = redis.call('ZCARD', KEYS[3])
-local out = {1, length, 1}
-local hi = redis.call('HGETALL', KEYS[5])
-local total = 0
-for i = 1, #hi, 2 do
-  local conv = hi[i]
-  local queued = redis.call('ZCARD', ARGV[3] .. conv)
-  total = total + queued
-  table.insert(out, conv)
-  table.insert(out, hi[i + 1])
-  table.insert(out, redis.call('HGET', KEYS[6], conv) or '0')
-  table.insert(out, queued)
-  table.insert(out, redis.call('ZCARD', ARGV[4] .. conv))
-end
-if total ~= length or redis.call('HLEN', KEYS[4]) ~= length then out[3] = 0 end
-return out
-`;
-
-/**
- * A device's oldest entries and its queue length, in one round trip, if the queue is in
- * sync with PostgreSQL. KEYS: global epoch, device epoch, queue ZSET, entries HASH; ARGV:
- * limit. Returns {0} when out of sync (or the global epoch is gone), else
- * {1, length, id, entry, id, entry, ...} oldest first ('' for an id without its entry).
- */
-const PEEK_SYNCED = `
-local epoch = redis.call('GET', KEYS[1])
-if not epoch or redis.call('GET', KEYS[2]) ~= epoch then return {0} end
-local ids = redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)
-local out = {1, redis.call('ZCARD', KEYS[3])}
-if #ids > 0 then
-  local entries = redis.call('HMGET', KEYS[4], unpack(ids))
-  for i = 1, #ids do
-    table.insert(out, ids[i])
-    table.insert(out, entries[i] or '')
-  end
-end
-return out
-`;
+/** Read when this module loads: a missing file fails the start, not the first send. */
+const SCRIPTS = {
+  enqueueMany: readScript('enqueue-many.lua'),
+  ack: readScript('ack.lua'),
+  syncState: readScript('sync-state.lua'),
+  peekSynced: readScript('peek-synced.lua'),
+};
 
 export interface AckedEntry {
   messageId: string;
@@ -296,20 +108,20 @@ function keysOf(device: DeviceRef) {
 }
 
 /**
- * Entries per ENQUEUE_MANY call: a rebuild can bring thousands, and the script hands a
+ * Entries per enqueue-many.lua call: a rebuild can bring thousands, and the script hands a
  * device's new entries to one HSET (Lua's unpack takes at most ~8,000 values).
  */
 const ENTRIES_PER_CALL = 500;
-/** Devices per ENQUEUE_MANY call, so one script never holds Redis for long. */
+/** Devices per enqueue-many.lua call, so one script never holds Redis for long. */
 const DEVICES_PER_CALL = 128;
 
 @Injectable()
 export class OfflineQueueRepository {
   constructor(private readonly redis: RedisService) {
-    this.redis.client.defineCommand('mqAck', { numberOfKeys: 4, lua: ACK });
-    this.redis.client.defineCommand('mqEnqueueMany', { numberOfKeys: 0, lua: ENQUEUE_MANY });
-    this.redis.client.defineCommand('mqSyncState', { numberOfKeys: 6, lua: SYNC_STATE });
-    this.redis.client.defineCommand('mqPeekSynced', { numberOfKeys: 4, lua: PEEK_SYNCED });
+    this.redis.client.defineCommand('mqAck', { numberOfKeys: 4, lua: SCRIPTS.ack });
+    this.redis.client.defineCommand('mqEnqueueMany', { numberOfKeys: 0, lua: SCRIPTS.enqueueMany });
+    this.redis.client.defineCommand('mqSyncState', { numberOfKeys: 6, lua: SCRIPTS.syncState });
+    this.redis.client.defineCommand('mqPeekSynced', { numberOfKeys: 4, lua: SCRIPTS.peekSynced });
   }
 
   /**

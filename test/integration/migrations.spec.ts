@@ -1,6 +1,8 @@
 // The offline migration runner (src/prisma/migrator.ts) against a real PostgreSQL: it must
 // leave `_prisma_migrations` exactly as `prisma migrate deploy` would, serialise concurrent
-// runs, refuse edited or failed history, and the committed migrations must match schema.prisma.
+// runs, refuse edited or failed history, and the committed migrations must match schema.prisma
+// (checked with the diff tool of `npm run migrate:new`, scripts/migrations-diff.ts, whose patch
+// of pg internals, scripts/pg-char-as-text.ts, has its pg surface pinned here too).
 import { createHash, randomBytes } from 'node:crypto';
 import {
   appendFileSync,
@@ -12,18 +14,16 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { EventEmitter } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import {
-  applyMigrations,
-  defaultMigrationsDir,
-  defaultSchemaPath,
-  diffMigrationsToSchema,
-} from '../../src/prisma/migrator.js';
+import { defaultSchemaPath, diffMigrationsToSchema } from '../../scripts/migrations-diff.js';
+import { CharAsTextClient, PG_CHAR_OID, PG_TEXT_OID, type RowDescription } from '../../scripts/pg-char-as-text.js';
+import { applyMigrations, defaultMigrationsDir } from '../../src/prisma/migrator.js';
 
 const ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? '';
 const MIGRATIONS_DIR = defaultMigrationsDir();
@@ -299,5 +299,86 @@ describe('migrations', () => {
     const sql = await diffMigrationsToSchema({ shadowDatabaseUrl: ADMIN_URL, schemaPath });
 
     expect(statementsIn(sql)).toMatch(/^ALTER TABLE "devices" ADD COLUMN\s+"nickname" TEXT;$/);
+  });
+});
+
+// scripts/pg-char-as-text.ts patches pg internals so that adapter-pg can read the `"char"`
+// columns the schema engine introspects. A pg upgrade that changes what it relies on fails here.
+describe('the pg surface CharAsTextClient relies on', () => {
+  /** `"char"` and int4 columns, over the simple and the extended query protocol. */
+  const CHAR_QUERY = `SELECT 'r'::"char" AS kind, 1::int4 AS one`;
+  const INT4_OID = 23;
+
+  async function connected<T>(client: pg.Client, action: (client: pg.Client) => Promise<T>): Promise<T> {
+    await client.connect();
+    try {
+      return await action(client);
+    } finally {
+      await client.end();
+    }
+  }
+
+  it('gives every client a `connection` event emitter before it connects', () => {
+    const client = new pg.Client({ connectionString: ADMIN_URL });
+
+    expect(client.connection).toBeInstanceOf(EventEmitter);
+    expect(client.connection.listenerCount('rowDescription')).toBe(0);
+  });
+
+  it("emits 'rowDescription' on the connection with each field's dataTypeID, 18 for \"char\"", async () => {
+    const seen: number[][] = [];
+    const client = new pg.Client({ connectionString: ADMIN_URL });
+    client.connection.on('rowDescription', (message: RowDescription) => {
+      seen.push(message.fields.map((field) => field.dataTypeID));
+    });
+
+    const [simple, extended] = await connected(client, async () => [
+      await client.query(CHAR_QUERY),
+      await client.query(`${CHAR_QUERY} WHERE $1::int4 = 1`, [1]),
+    ]);
+
+    expect(seen).toEqual([
+      [PG_CHAR_OID, INT4_OID],
+      [PG_CHAR_OID, INT4_OID],
+    ]);
+    expect(simple.fields.map((field) => field.dataTypeID)).toEqual([PG_CHAR_OID, INT4_OID]);
+    expect(extended.fields.map((field) => field.dataTypeID)).toEqual([PG_CHAR_OID, INT4_OID]);
+  });
+
+  it('runs the prepended listener before the client hands the description to the query', async () => {
+    const client = new CharAsTextClient({ connectionString: ADMIN_URL });
+    expect(client.connection.listenerCount('rowDescription')).toBe(1);
+
+    const [simple, extended] = await connected(client, async () => {
+      // pg adds its own listeners at connect: ours must still come first.
+      expect(client.connection.listenerCount('rowDescription')).toBe(2);
+      return [await client.query(CHAR_QUERY), await client.query(`${CHAR_QUERY} WHERE $1::int4 = 1`, [1])];
+    });
+
+    for (const result of [simple, extended]) {
+      expect(result.fields.map((field) => field.dataTypeID)).toEqual([PG_TEXT_OID, INT4_OID]);
+      expect(result.rows).toEqual([{ kind: 'r', one: 1 }]);
+    }
+  });
+
+  it('lets adapter-pg read "char" columns, which it refuses without the patch', async () => {
+    const { PrismaPg } = await import('@prisma/adapter-pg');
+    const query = { sql: CHAR_QUERY, args: [], argTypes: [] };
+    const read = async (Client: typeof pg.Client) => {
+      const pool = new pg.Pool({ connectionString: ADMIN_URL, Client });
+      const adapter = await new PrismaPg(pool).connect();
+      try {
+        return await adapter.queryRaw(query);
+      } finally {
+        await adapter.dispose();
+        await pool.end();
+      }
+    };
+
+    // When adapter-pg learns the type, this fails: the patch can then go.
+    await expect(read(pg.Client)).rejects.toThrow(/UnsupportedNativeDataType|Unsupported column type/);
+    const patched = await read(CharAsTextClient);
+    expect(patched.columnNames).toEqual(['kind', 'one']);
+    expect(patched.rows).toEqual([['r', 1]]);
   });
 });
