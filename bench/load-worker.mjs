@@ -36,6 +36,7 @@ function connect(target, client, token, timeoutMs = 30_000) {
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error(`no session within ${timeoutMs} ms`)), timeoutMs);
+    /** @param {Error} error */
     const fail = (error) => {
       clearTimeout(timer);
       socket.close();

@@ -137,8 +137,8 @@ const sum = (parts, pick) => parts.reduce((total, part) => total + pick(part), 0
 const round = (value, digits = 0) => (value === null ? null : Math.round(value * 10 ** digits) / 10 ** digits);
 
 /** A conversation id: created over REST on the service, a room name on the bare relay. */
-async function conversationFor(ctx, kind, creatorId, body) {
-  if (kind === 'bare') return randomUUID();
+function conversationFor(ctx, kind, creatorId, body) {
+  if (kind === 'bare') return Promise.resolve(randomUUID());
   return ctx.createConversation(creatorId, body);
 }
 
@@ -176,7 +176,7 @@ async function setUpPairs(ctx, kind, workers, count, tag) {
 export async function throughput(ctx, kind) {
   const s = ctx.settings.throughput;
   const workers = ctx.messageWorkers();
-  const groups = await setUpPairs(ctx, kind, workers, s.pairs, 'tp');
+  await setUpPairs(ctx, kind, workers, s.pairs, 'tp');
   await ctx.settle();
   const measuring = await ctx.begin(kind);
   const parts = await onWorkers(

@@ -31,6 +31,7 @@ function connect(target, client, token, timeoutMs) {
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error(`no session within ${timeoutMs} ms`)), timeoutMs);
+    /** @param {Error} error */
     const fail = (error) => {
       clearTimeout(timer);
       socket.close();
@@ -276,6 +277,7 @@ async function run(args) {
     pending.add(promise);
     void promise.finally(() => pending.delete(promise));
   };
+  /** @param {number} ms @param {() => void} task */
   const every = (ms, task) => {
     const timer = setInterval(task, ms);
     return () => clearInterval(timer);
