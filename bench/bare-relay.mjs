@@ -24,7 +24,7 @@ io.of('/v1').on('connection', (socket) => {
   const userId = String(auth.userId ?? 'anonymous');
   const deviceId = String(auth.deviceId ?? 'device');
   const rooms = Array.isArray(auth.rooms) ? auth.rooms.map(String) : [];
-  if (rooms.length > 0) socket.join(rooms);
+  if (rooms.length > 0) void socket.join(rooms);
   socket.emit('session', {
     userId,
     deviceId,
@@ -67,7 +67,7 @@ http.listen(Number(process.env.BARE_RELAY_PORT ?? 0), '127.0.0.1', () => {
 });
 
 const stop = () => {
-  io.close();
+  void io.close();
   http.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 2_000).unref();
 };

@@ -11,6 +11,7 @@ import { connect as tcpConnect, createServer } from 'node:net';
 
 import { MessagingClient, memoryStorage } from '@messaging-service/client';
 
+import { pool } from './lib/closed-loop.mjs';
 import { clock } from './lib/stats.mjs';
 import { ErrorTally, tokenFor } from './lib/load-common.mjs';
 import { serveOps } from './lib/worker-ipc.mjs';
@@ -321,20 +322,16 @@ async function heapRun({ target, prefix, count, warmup, concurrency, timeoutMs, 
   const clients = [];
   const failures = [];
   const errors = new ErrorTally();
-  let next = warmup;
   const startedAt = clock();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < warmup + count) {
-        const result = await open(next++);
-        if (result.client) clients.push(result.client);
-        else {
-          errors.add({ code: 'connect' });
-          if (failures.length < 5) failures.push(result.failure);
-        }
-      }
-    }),
-  );
+  const indices = Array.from({ length: count }, (_, i) => warmup + i);
+  await pool(indices, concurrency, async (index) => {
+    const result = await open(index);
+    if (result.client) clients.push(result.client);
+    else {
+      errors.add({ code: 'connect' });
+      if (failures.length < 5) failures.push(result.failure);
+    }
+  });
   const connectSeconds = (clock() - startedAt) / 1000;
   await sleep(holdMs); // connected and idle, as an app's clients sit
   const after = await measure();

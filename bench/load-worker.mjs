@@ -8,11 +8,11 @@
 // { kind: 'bare', url } (the bare relay: auth names the user and the rooms to join).
 import { io } from 'socket.io-client';
 
-import { Reservoir, clock } from './lib/stats.mjs';
+import { closedLoop, pool } from './lib/closed-loop.mjs';
 import { ErrorTally, tokenFor } from './lib/load-common.mjs';
+import { LatencyHistogram, clock } from './lib/stats.mjs';
 import { serveOps } from './lib/worker-ipc.mjs';
 
-const RESERVOIR = 20_000;
 const BODY_PAD = 'x'.repeat(96);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -36,6 +36,7 @@ function connect(target, client, token, timeoutMs = 30_000) {
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error(`no session within ${timeoutMs} ms`)), timeoutMs);
+    /** @param {Error} error */
     const fail = (error) => {
       clearTimeout(timer);
       socket.close();
@@ -48,20 +49,6 @@ function connect(target, client, token, timeoutMs = 30_000) {
       resolve({ socket, session });
     });
   });
-}
-
-/** Runs `task` over `items` with at most `concurrency` at a time; returns results in order. */
-async function pool(items, concurrency, task) {
-  const results = new Array(items.length);
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await task(items[index], index);
-    }
-  });
-  await Promise.all(lanes);
-  return results;
 }
 
 async function connectAll(target, clients, concurrency) {
@@ -175,27 +162,21 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
   const errors = new ErrorTally();
   const totals = { sent: 0, stored: 0, delivered: 0, acked: 0, completed: 0 };
   const windowed = { stored: 0, delivered: 0, acked: 0, completed: 0 };
-  const completion = new Reservoir(RESERVOIR);
-  let inFlight = 0;
-  let resolveIdle;
-  const idle = new Promise((resolve) => (resolveIdle = resolve));
+  const completion = new LatencyHistogram();
 
   const settle = (pair, record, failed) => {
     if (record.done) return;
     record.done = true;
     pair.records.delete(record.clientMsgId);
-    pair.inFlight -= 1;
-    inFlight -= 1;
     if (!failed) {
       const now = clock();
       totals.completed += 1;
       if (inWindow(now)) {
         windowed.completed += 1;
-        completion.add(now - record.sentAt);
+        completion.record(now - record.sentAt);
       }
     }
-    pump(pair);
-    if (inFlight === 0 && clock() >= stopAt) resolveIdle();
+    record.release();
   };
 
   /** Marks one step of a message done (stored, delivered, acked) and counts it. */
@@ -211,13 +192,11 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     if (record.stored && record.acked) settle(pair, record, false);
   };
 
-  const sendOne = (pair) => {
+  const sendOne = (pair, release) => {
     const sentAt = clock();
     const clientMsgId = `${runId}-${pair.index}-${pair.next++}`;
-    const record = { clientMsgId, sentAt, stored: false, delivered: false, acked: false, done: false };
+    const record = { clientMsgId, sentAt, stored: false, delivered: false, acked: false, done: false, release };
     pair.records.set(clientMsgId, record);
-    pair.inFlight += 1;
-    inFlight += 1;
     totals.sent += 1;
     sendTimed(
       pair.senderSocket,
@@ -231,13 +210,8 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     );
   };
 
-  const pump = (pair) => {
-    while (pair.inFlight < window && clock() < stopAt && totals.sent < maxMessages) sendOne(pair);
-  };
-
   for (const pair of pairs) {
     pair.records = new Map();
-    pair.inFlight = 0;
     pair.next = 0;
     pair.receiverSocket.off('message');
     pair.receiverSocket.on('message', (message) => {
@@ -255,21 +229,24 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
       );
     });
   }
-  for (const pair of pairs) pump(pair);
-
-  // Stop sending at stopAt (pump checks the clock on every completion); a pair whose
-  // window is stuck is caught by the per-request timeouts. Then wait for the stragglers.
-  await sleep(Math.max(0, stopAt - clock()));
-  if (inFlight > 0) await Promise.race([idle, sleep(timeoutMs + 1_000)]);
+  // Each pair is a lane; the stragglers after stopAt get the request timeout (and a second).
+  const { stuck } = await closedLoop({
+    lanes: pairs,
+    window,
+    stopAt,
+    limit: maxMessages,
+    drainMs: timeoutMs + 1_000,
+    now: clock,
+    start: sendOne,
+  });
   for (const pair of pairs) pair.receiverSocket.off('message');
-  const stuck = inFlight;
   return {
     windowSeconds: (stopAt - measureFrom) / 1000,
     windowed,
     totals,
     stuck,
     errors,
-    completion,
+    completion: completion.encode(),
   };
 }
 
@@ -283,9 +260,9 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
   const start = clock();
   const measureFrom = start + warmupMs;
   const stopAt = start + durationMs;
-  const delivery = [];
+  const delivery = new LatencyHistogram();
   const bySecond = [];
-  const stored = [];
+  const stored = new LatencyHistogram();
   const errors = new ErrorTally();
   let sent = 0;
   let received = 0;
@@ -301,9 +278,9 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
       received += 1;
       if (now <= stopAt) receivedBeforeStop += 1;
       if (sentAt !== null && sentAt >= measureFrom && sentAt <= stopAt) {
-        delivery.push(now - sentAt);
+        delivery.record(now - sentAt);
         const second = Math.floor((sentAt - start) / 1000);
-        (bySecond[second] ??= []).push(now - sentAt);
+        (bySecond[second] ??= new LatencyHistogram()).record(now - sentAt);
       }
       emitCounted(pair.receiverSocket, 'ack', { messageIds: [message.id] }, timeoutMs, errors, () => undefined);
     });
@@ -314,7 +291,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
     const clientMsgId = `${runId}-${pair.index}-${sent}`;
     sent += 1;
     sendTimed(pair.senderSocket, pair.conversationId, clientMsgId, sentAt, timeoutMs, errors, () => {
-      if (sentAt >= measureFrom) stored.push(clock() - sentAt);
+      if (sentAt >= measureFrom) stored.record(clock() - sentAt);
     });
   };
 
@@ -344,13 +321,13 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
     offeredPerSecond: rate,
     achievedPerSecond: sent / (durationMs / 1000),
     maxTickGapMs,
-    delivery,
-    bySecond: bySecond.map((list) => {
-      if (!list) return null;
-      list.sort((a, b) => a - b);
-      return { p50: list[Math.floor(list.length / 2)], p99: list[Math.floor(list.length * 0.99)], max: list.at(-1) };
+    delivery: delivery.encode(),
+    bySecond: Array.from(bySecond, (histogram) => {
+      if (!histogram) return null;
+      const { p50, p99, max } = histogram.summary();
+      return { p50, p99, max };
     }),
-    stored,
+    stored: stored.encode(),
     errors,
   };
 }
@@ -402,36 +379,26 @@ async function drainRun({ target, conversationId, sender, receiver, count, windo
   const { socket: senderSocket } = await connect(target, { ...sender, rooms }, await tokenFor(target, sender.userId));
   const errors = new ErrorTally();
   const fillStart = clock();
-  let sent = 0;
   let stored = 0;
-  await new Promise((resolve) => {
-    let inFlight = 0;
-    const pump = () => {
-      while (inFlight < window && sent < count) {
-        const clientMsgId = `${runId}-drain-${sent}`;
-        sent += 1;
-        inFlight += 1;
-        const next = () => {
-          inFlight -= 1;
-          if (sent >= count && inFlight === 0) resolve();
-          else pump();
-        };
-        sendTimed(
-          senderSocket,
-          conversationId,
-          clientMsgId,
-          clock(),
-          timeoutMs,
-          errors,
-          () => {
-            stored += 1;
-            next();
-          },
-          next,
-        );
-      }
-    };
-    pump();
+  await closedLoop({
+    lanes: [senderSocket],
+    window,
+    limit: count,
+    start: (socket, release, seq) => {
+      sendTimed(
+        socket,
+        conversationId,
+        `${runId}-drain-${seq}`,
+        clock(),
+        timeoutMs,
+        errors,
+        () => {
+          stored += 1;
+          release();
+        },
+        release,
+      );
+    },
   });
   const fillSeconds = (clock() - fillStart) / 1000;
   senderSocket.close();
@@ -533,48 +500,40 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
   const stopAt = start + durationMs;
   const localReceivers = fan.receivers.length;
   const records = new Map();
-  const latency = new Reservoir(RESERVOIR);
+  const latency = new LatencyHistogram();
   const errors = new ErrorTally();
   let deliveries = 0;
   let deliveriesInWindow = 0;
-  let sent = 0;
   let stored = 0;
-  let inFlight = 0;
 
   const release = (record) => {
     if (record.done) return;
     record.done = true;
     records.delete(record.clientMsgId);
-    inFlight -= 1;
-    pump();
+    record.release();
   };
   const maybeRelease = (record) => {
     if (record.stored && record.received >= localReceivers) release(record);
   };
-  const pump = () => {
-    if (!fan.sender) return;
-    while (inFlight < window && clock() < stopAt && sent < maxMessages) {
-      const sentAt = clock();
-      const clientMsgId = `${runId}-fan-${sent}`;
-      const record = { clientMsgId, stored: false, received: 0, done: false };
-      records.set(clientMsgId, record);
-      sent += 1;
-      inFlight += 1;
-      sendTimed(
-        fan.sender,
-        fan.conversationId,
-        clientMsgId,
-        sentAt,
-        timeoutMs,
-        errors,
-        () => {
-          stored += 1;
-          record.stored = true;
-          maybeRelease(record);
-        },
-        () => release(record),
-      );
-    }
+  const sendOne = (sender, releaseSlot, seq) => {
+    const sentAt = clock();
+    const clientMsgId = `${runId}-fan-${seq}`;
+    const record = { clientMsgId, stored: false, received: 0, done: false, release: releaseSlot };
+    records.set(clientMsgId, record);
+    sendTimed(
+      sender,
+      fan.conversationId,
+      clientMsgId,
+      sentAt,
+      timeoutMs,
+      errors,
+      () => {
+        stored += 1;
+        record.stored = true;
+        maybeRelease(record);
+      },
+      () => release(record),
+    );
   };
 
   for (const socket of fan.receivers) {
@@ -585,7 +544,7 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
       if (now >= measureFrom && now <= stopAt) {
         deliveriesInWindow += 1;
         const sentAt = sentAtOf(message);
-        if (sentAt !== null) latency.add(now - sentAt);
+        if (sentAt !== null) latency.record(now - sentAt);
       }
       const record = records.get(message.clientMsgId);
       if (record) {
@@ -594,11 +553,17 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
       }
     });
   }
-  pump();
-  await sleep(Math.max(0, stopAt - clock()));
-  // A window stuck on a lost delivery would stall the sender; the time bound ends it anyway.
-  const deadline = clock() + Math.min(timeoutMs, 5_000);
-  while (inFlight > 0 && clock() < deadline) await sleep(20);
+  // One lane, the sender (in one worker only; the others just count for the measured
+  // stretch). A window stuck on a lost delivery would stall it; the time bound ends it anyway.
+  const { started: sent, stuck } = await closedLoop({
+    lanes: fan.sender ? [fan.sender] : [],
+    window,
+    stopAt,
+    limit: maxMessages,
+    drainMs: Math.min(timeoutMs, 5_000),
+    now: clock,
+    start: sendOne,
+  });
   for (const socket of fan.receivers) socket.off('message');
   return {
     windowSeconds: (stopAt - measureFrom) / 1000,
@@ -607,8 +572,8 @@ async function fanoutRun({ window, durationMs, warmupMs, maxMessages, timeoutMs,
     deliveriesInWindow,
     sent,
     stored,
-    stuck: inFlight,
-    latency,
+    stuck,
+    latency: latency.encode(),
     errors,
   };
 }

@@ -6,7 +6,7 @@
 //   npm run bench -- --quick                        smaller counts, a smoke run (about a minute)
 //   npm run bench -- --scenario throughput --cpu-prof   also profile the service while measuring
 //
-// It starts its own PostgreSQL and Redis (scripts/local-services.sh, LOCAL_DIR=.local/bench,
+// It starts its own PostgreSQL and Redis (scripts/local-services.mjs, data in .local/bench,
 // ports BENCH_PG_PORT/BENCH_REDIS_PORT, default 55491/56491; synchronous_commit stays on),
 // empties them, builds the service (npm run build) and runs dist/main.js with
 // NODE_ENV=production and secrets generated for the run, starts bench/bare-relay.mjs, and
@@ -18,7 +18,6 @@
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,6 +26,7 @@ import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 
+import { acquirePidLock, freePort, startLocalServices, stopLocalServices } from '../scripts/local-services.mjs';
 import { SERVICE_NODE_FLAGS } from '../scripts/node-flags.mjs';
 import { attachProfiler } from './lib/inspector.mjs';
 import {
@@ -46,8 +46,8 @@ import { OPT_IN_SCENARIOS, SCENARIOS, settingsFor } from './scenarios.mjs';
 
 const ROOT = join(import.meta.dirname, '..');
 const LOCAL_DIR = join(ROOT, '.local', 'bench');
-const PG_PORT = process.env.BENCH_PG_PORT ?? '55491';
-const REDIS_PORT = process.env.BENCH_REDIS_PORT ?? '56491';
+const PG_PORT = Number(process.env.BENCH_PG_PORT ?? '55491');
+const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? '56491');
 const SERVICE_LOG = join(LOCAL_DIR, 'service.log');
 const PROFILE_DIR = join(LOCAL_DIR, 'profile');
 
@@ -125,17 +125,6 @@ function run(command, args, { env = process.env, quiet = false } = {}) {
   });
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 function tail(file, lines = 30) {
   try {
     return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
@@ -186,28 +175,27 @@ function openFilesLimit() {
 
 // ----------------------------------------------------------------- services and processes
 
-const servicesEnv = { ...process.env, LOCAL_DIR, PG_PORT, REDIS_PORT };
+const servicesOptions = {
+  localDir: LOCAL_DIR,
+  pgPort: PG_PORT,
+  redisPort: REDIS_PORT,
+  log: (line) => log(`services: ${line}`),
+};
 let servicesStarted = false;
 
-async function startLocalServices() {
+/** The bench's PostgreSQL and Redis: { databaseUrl, redisUrl, postmasterPid, redisPid, … }. */
+async function startBenchServices() {
   log(`starting PostgreSQL (:${PG_PORT}) and Redis (:${REDIS_PORT}) in ${LOCAL_DIR}`);
   servicesStarted = true;
-  const output = await run('bash', [join(ROOT, 'scripts', 'local-services.sh'), 'start'], { env: servicesEnv });
-  const urls = {};
-  for (const line of output.split('\n')) {
-    const match = /^(DATABASE_URL|REDIS_URL)=(.+)$/.exec(line.trim());
-    if (match) urls[match[1]] = match[2];
-  }
-  if (!urls.DATABASE_URL || !urls.REDIS_URL) throw new Error(`local-services.sh printed no URLs:\n${output}`);
-  return urls;
+  return startLocalServices(servicesOptions);
 }
 
-async function stopLocalServices() {
+async function stopBenchServices() {
   if (!servicesStarted || options['keep-services']) return;
   servicesStarted = false;
   log('stopping PostgreSQL and Redis');
   try {
-    await run('bash', [join(ROOT, 'scripts', 'local-services.sh'), 'stop'], { env: servicesEnv, quiet: true });
+    await stopLocalServices({ ...servicesOptions, log: () => undefined });
   } catch (error) {
     log(`stopping the local services failed: ${error.message}`);
   }
@@ -301,15 +289,6 @@ async function storeCounters(urls) {
   };
 }
 
-function pidFromFile(file) {
-  try {
-    const pid = Number(readFileSync(file, 'utf8').split('\n')[0].trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
 async function startBareRelay() {
   const child = track(
     'bare relay',
@@ -383,40 +362,13 @@ async function startService(urls, secrets) {
 // One bench at a time per machine: runs share LOCAL_DIR, the ports and dist/, and one run's
 // cleanup would stop the other's PostgreSQL and Redis.
 const LOCK_FILE = join(LOCAL_DIR, 'bench.lock');
-let lockTaken = false;
+let releaseLock = () => undefined;
 
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return error.code === 'EPERM';
-  }
-}
-
-function takeLock() {
-  mkdirSync(LOCAL_DIR, { recursive: true });
-  for (let attempt = 0; attempt < 3; attempt += 1) {
-    try {
-      writeFileSync(LOCK_FILE, `${process.pid}\n`, { flag: 'wx' });
-      lockTaken = true;
-      return;
-    } catch (error) {
-      if (error.code !== 'EEXIST') throw error;
-    }
-    const holder = Number.parseInt(readFileSync(LOCK_FILE, 'utf8'), 10);
-    if (Number.isInteger(holder) && holder !== process.pid && pidAlive(holder)) {
-      throw new Error(`another bench run (pid ${holder}) is using ${LOCAL_DIR}: wait for it to end`);
-    }
-    rmSync(LOCK_FILE, { force: true }); // left by a run that was killed
-  }
-  throw new Error(`could not take ${LOCK_FILE}`);
-}
-
-function releaseLock() {
-  if (!lockTaken) return;
-  lockTaken = false;
-  rmSync(LOCK_FILE, { force: true });
+async function takeLock() {
+  const lock = await acquirePidLock(LOCK_FILE);
+  if (!lock.acquired)
+    throw new Error(`another bench run (pid ${lock.holder}) is using ${LOCAL_DIR}: wait for it to end`);
+  releaseLock = lock.release;
 }
 
 // ---------------------------------------------------------------------------- cleanup
@@ -427,7 +379,7 @@ function cleanup() {
     const names = trackedNames();
     if (names.length > 0) log(`stopping ${names.join(', ')}`);
     await stopAllChildren();
-    await stopLocalServices();
+    await stopBenchServices();
     releaseLock();
   })();
   return cleaning;
@@ -470,7 +422,7 @@ async function main() {
       throw new Error('--soak-seconds must be a number of seconds, at least 10');
     settings.soak.durationMs = Math.round(seconds * 1000);
   }
-  takeLock();
+  await takeLock();
   log(`scenarios: ${scenarios.join(', ')}${options.quick ? ' (quick)' : ''}`);
 
   if (!options['no-build']) {
@@ -482,13 +434,16 @@ async function main() {
         'tsconfig.build.json',
       ]);
     } catch (error) {
-      throw new Error(`the build failed (use --no-build to bench the existing dist/):\n${error.message}`);
+      throw new Error(`the build failed (use --no-build to bench the existing dist/):\n${error.message}`, {
+        cause: error,
+      });
     }
   }
   if (!existsSync(join(ROOT, 'dist', 'main.js'))) throw new Error('dist/main.js is missing: run npm run build');
 
   const builtDigest = distDigest();
-  const urls = await startLocalServices();
+  const services = await startBenchServices();
+  const urls = { DATABASE_URL: services.databaseUrl, REDIS_URL: services.redisUrl };
   const storeSettings = await freshStores(urls);
   const secrets = {
     jwtSecret: randomBytes(48).toString('base64'),
@@ -511,8 +466,7 @@ async function main() {
 
   /** Load processes a scenario starts itself (ctx.startLoadWorker), counted as load while they run. */
   const scenarioWorkerPids = new Set();
-  const postmasterPid = pidFromFile(join(LOCAL_DIR, 'pg', 'postmaster.pid'));
-  const redisPid = pidFromFile(join(LOCAL_DIR, 'redis.pid'));
+  const { postmasterPid, redisPid } = services;
   const cpu = new CpuMeter(() => ({
     service: [service.pid],
     bare: bare ? [bare.pid] : [],
@@ -784,7 +738,7 @@ function headline(name, result) {
 }
 
 const loadAtStart = os.loadavg();
-let exitCode = 1;
+let exitCode;
 try {
   exitCode = await main();
 } catch (error) {

@@ -2,8 +2,9 @@
 // or the 'service'), and turns the workers' counts into the figures of the report.
 import { randomUUID } from 'node:crypto';
 
-import { mergeReservoirs, summarize } from './lib/stats.mjs';
+import { pool } from './lib/closed-loop.mjs';
 import { rssKiB, sleep } from './lib/processes.mjs';
+import { summarize } from './lib/stats.mjs';
 
 export { client } from './client-scenario.mjs';
 export { soak } from './soak-scenario.mjs';
@@ -108,20 +109,6 @@ function split(items, parts) {
   return lists;
 }
 
-async function inParallel(items, concurrency, task) {
-  const results = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-      while (next < items.length) {
-        const index = next++;
-        results[index] = await task(items[index], index);
-      }
-    }),
-  );
-  return results;
-}
-
 function mergeErrors(parts) {
   const merged = { count: 0, byCode: {}, rateLimited: 0 };
   for (const part of parts) {
@@ -137,8 +124,8 @@ const sum = (parts, pick) => parts.reduce((total, part) => total + pick(part), 0
 const round = (value, digits = 0) => (value === null ? null : Math.round(value * 10 ** digits) / 10 ** digits);
 
 /** A conversation id: created over REST on the service, a room name on the bare relay. */
-async function conversationFor(ctx, kind, creatorId, body) {
-  if (kind === 'bare') return randomUUID();
+function conversationFor(ctx, kind, creatorId, body) {
+  if (kind === 'bare') return Promise.resolve(randomUUID());
   return ctx.createConversation(creatorId, body);
 }
 
@@ -152,7 +139,7 @@ async function onWorkers(workers, op, argsFor, timeoutMs) {
  * Returns each worker's pairs.
  */
 async function setUpPairs(ctx, kind, workers, count, tag) {
-  const specs = await inParallel(
+  const specs = await pool(
     Array.from({ length: count }, (_, i) => i),
     8,
     async (i) => {
@@ -176,7 +163,7 @@ async function setUpPairs(ctx, kind, workers, count, tag) {
 export async function throughput(ctx, kind) {
   const s = ctx.settings.throughput;
   const workers = ctx.messageWorkers();
-  const groups = await setUpPairs(ctx, kind, workers, s.pairs, 'tp');
+  await setUpPairs(ctx, kind, workers, s.pairs, 'tp');
   await ctx.settle();
   const measuring = await ctx.begin(kind);
   const parts = await onWorkers(
@@ -214,7 +201,7 @@ export async function throughput(ctx, kind) {
       completed: sum(parts, (p) => p.totals.completed),
       stuck: sum(parts, (p) => p.stuck),
     },
-    completionLatencyMs: summarize(mergeReservoirs(parts.map((p) => p.completion))),
+    completionLatencyMs: summarize(parts.map((p) => p.completion)),
     serverCpuMsPerMessage: cpuMsPerMessage(
       cpu,
       kind,
@@ -273,9 +260,9 @@ export async function latency(ctx, kind) {
     sent: sum(parts, (p) => p.sent),
     received: sum(parts, (p) => p.received),
     deliveredPerSecond: round(sum(parts, (p) => p.receivedBeforeStop) / (s.durationMs / 1000)),
-    deliveryMs: summarize(parts.flatMap((p) => p.delivery)),
+    deliveryMs: summarize(parts.map((p) => p.delivery)),
     deliveryBySecond: parts.map((p) => p.bySecond),
-    storedAckMs: summarize(parts.flatMap((p) => p.stored)),
+    storedAckMs: summarize(parts.map((p) => p.stored)),
     loadGeneratorMaxTickGapMs: round(Math.max(...parts.map((p) => p.maxTickGapMs)), 1),
     errors: mergeErrors(parts.map((p) => p.errors)),
     cpu,
@@ -480,7 +467,7 @@ export async function fanout(ctx, kind) {
     stored: sum(parts, (p) => p.stored),
     deliveries: sum(parts, (p) => p.deliveries),
     stuck: sum(parts, (p) => p.stuck),
-    deliveryLatencyMs: summarize(mergeReservoirs(parts.map((p) => p.latency))),
+    deliveryLatencyMs: summarize(parts.map((p) => p.latency)),
     errors: mergeErrors(parts.map((p) => p.errors)),
     cpu,
     store: perMessage(

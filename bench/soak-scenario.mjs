@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 
 import { cpuSeconds, rssKiB } from './lib/processes.mjs';
-import { mergeReservoirs, summarize } from './lib/stats.mjs';
+import { summarize } from './lib/stats.mjs';
 
 const SOAK_WORKER = join(import.meta.dirname, 'soak-worker.mjs');
 
@@ -210,8 +210,8 @@ export async function soak(ctx) {
     ...counts,
     sendingSeconds: round(run.sendingSeconds, 1),
     maxTickGapMs: round(run.maxTickGapMs, 1),
-    deliveryMs: summarize(mergeReservoirs([deliveryMs])),
-    reconnectToDrainedMs: summarize(mergeReservoirs([reconnectMs])),
+    deliveryMs: summarize([deliveryMs]),
+    reconnectToDrainedMs: summarize([reconnectMs]),
     verdicts: seriesVerdicts(sampled.samples, durationSeconds),
     failedScrapes: sampled.failedScrapes,
     samples: sampled.samples,

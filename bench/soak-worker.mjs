@@ -13,7 +13,7 @@
 //   parent → { id, op, args }      worker → { id, ok: true, result } | { id, ok: false, error }
 import { io } from 'socket.io-client';
 
-import { Reservoir, clock } from './lib/stats.mjs';
+import { LatencyHistogram, clock } from './lib/stats.mjs';
 import { ErrorTally, tokenFor } from './lib/load-common.mjs';
 import { serveOps } from './lib/worker-ipc.mjs';
 
@@ -31,6 +31,7 @@ function connect(target, client, token, timeoutMs) {
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error(`no session within ${timeoutMs} ms`)), timeoutMs);
+    /** @param {Error} error */
     const fail = (error) => {
       clearTimeout(timer);
       socket.close();
@@ -104,8 +105,8 @@ const counts = {
   /** Sockets the service closed (not the bench's drops); they are brought back on the next tick. */
   serverDisconnects: 0,
 };
-const delivery = new Reservoir(20_000);
-const reconnectMs = new Reservoir(5_000);
+const delivery = new LatencyHistogram();
+const reconnectMs = new LatencyHistogram();
 /** clientMsgId → { stored, received }; an entry leaves once both are true. */
 const tracking = new Map();
 let inFlight = 0;
@@ -134,7 +135,7 @@ function receive(client, messages, via) {
     counts[via] += 1;
     track(message.clientMsgId, 'received');
     const sentAt = sentAtOf(message);
-    if (via === 'delivered' && sentAt !== null) delivery.add(clock() - sentAt);
+    if (via === 'delivered' && sentAt !== null) delivery.record(clock() - sentAt);
   }
   if (ids.length === 0) return Promise.resolve();
   return request(client.socket, 'ack', { messageIds: ids }, timeoutMs, errors).then((reply) => {
@@ -243,7 +244,7 @@ async function reconnect(client, pauseMs) {
       try {
         await bringOnline(client);
         counts.reconnects += 1;
-        reconnectMs.add(clock() - started);
+        reconnectMs.record(clock() - started);
         return;
       } catch (error) {
         counts.reconnectFailures += 1;
@@ -276,6 +277,7 @@ async function run(args) {
     pending.add(promise);
     void promise.finally(() => pending.delete(promise));
   };
+  /** @param {number} ms @param {() => void} task */
   const every = (ms, task) => {
     const timer = setInterval(task, ms);
     return () => clearInterval(timer);
@@ -360,8 +362,8 @@ async function run(args) {
     ...counts,
     missing,
     unansweredSends: inFlight,
-    deliveryMs: delivery,
-    reconnectMs,
+    deliveryMs: delivery.encode(),
+    reconnectMs: reconnectMs.encode(),
     errors,
   };
 }

@@ -2,7 +2,7 @@
 # The headless browser the browser tests drive (playwright-core, no browser download of
 # its own: the registries reachable here are npm and Debian's, so Debian's chromium it is).
 #
-#   scripts/browser.sh install   installs chromium with apt when missing (root or sudo -n)
+#   scripts/browser.sh install   installs chromium with apt when missing (scripts/apt-install.sh)
 #   scripts/browser.sh path      prints the executable's path (exit 3 when absent)
 #
 # CHROMIUM_PATH overrides where the executable is looked for.
@@ -26,24 +26,15 @@ find_chromium() {
 }
 
 cmd_install() {
-  local path started sudo=()
+  local path started
   if path="$(find_chromium)"; then
     log "chromium: $path"
     return 0
   fi
-  if [[ "$(id -u)" != 0 ]]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-      sudo=(sudo -n)
-    else
-      die "chromium is missing and this is not root: apt-get install chromium"
-    fi
-  fi
-  command -v apt-get >/dev/null 2>&1 || die "chromium is missing and there is no apt-get here"
   started=$SECONDS
-  log "chromium not found: apt-get update && apt-get install chromium (a few minutes on a fresh machine)"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  log "chromium not found: installing it with apt (a few minutes on a fresh machine)"
   # Fonts come along as dependencies; without recommends the install stays lean.
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2
+  bash "$(dirname -- "${BASH_SOURCE[0]}")/apt-install.sh" chromium
   path="$(find_chromium)" || die "chromium still missing after apt-get install"
   log "chromium: $path (installed in $((SECONDS - started)) s)"
 }

@@ -1,12 +1,14 @@
 // Development defaults shared by `npm start` and `npm run token`: the generated dev
-// secrets kept in the project's local data folder (.local/dev, git-ignored).
+// secrets kept in the local services' data folder (.local/dev, git-ignored; where
+// scripts/local-services.mjs keeps the development PostgreSQL and Redis).
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
-export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const devDir = join(root, '.local', 'dev');
+import { DEFAULTS, ROOT } from './local-services.mjs';
+
+export const root = ROOT;
+export const devDir = DEFAULTS.localDir;
 const secretsFile = join(devDir, 'secrets.json');
 
 /** Reads the dev secrets, generating them on first use. Returns { values, created }. */

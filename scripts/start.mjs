@@ -1,5 +1,5 @@
 // `npm start`. In production it only runs the built service. In development it fills
-// what is missing, and says so: a local PostgreSQL and Redis (scripts/local-services.sh),
+// what is missing, and says so: a local PostgreSQL and Redis (scripts/local-services.mjs),
 // generated dev secrets (.local/dev/secrets.json); then builds and serves. The service
 // applies pending migrations itself at boot (MIGRATE_ON_START, default true).
 import { spawn, spawnSync } from 'node:child_process';
@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { devSecrets, log, root } from './dev-env.mjs';
+import { startLocalServices } from './local-services.mjs';
 import { SERVICE_NODE_FLAGS } from './node-flags.mjs';
 
 const env = { ...process.env };
@@ -29,14 +30,21 @@ function run(command, args, options = {}) {
 
 if (!production) {
   if (!env.DATABASE_URL || !env.REDIS_URL) {
-    log('DATABASE_URL/REDIS_URL not set: starting the local PostgreSQL and Redis (scripts/local-services.sh)');
-    const output = run('bash', [join(root, 'scripts', 'local-services.sh'), 'start']);
-    for (const line of output.split('\n')) {
-      const match = /^(DATABASE_URL|REDIS_URL)=(.+)$/.exec(line.trim());
-      if (match && !env[match[1]]) {
-        env[match[1]] = match[2];
-        log(`using local ${match[1]}=${match[2]}`);
-      }
+    log('DATABASE_URL/REDIS_URL not set: starting the local PostgreSQL and Redis (scripts/local-services.mjs)');
+    let services;
+    try {
+      services = await startLocalServices();
+    } catch (error) {
+      log(`the local PostgreSQL and Redis did not start: ${error instanceof Error ? error.message : String(error)}`);
+      process.exit(1);
+    }
+    for (const [name, value] of [
+      ['DATABASE_URL', services.databaseUrl],
+      ['REDIS_URL', services.redisUrl],
+    ]) {
+      if (env[name]) continue;
+      env[name] = value;
+      log(`using local ${name}=${value}`);
     }
   }
   const fromSecrets = [];

@@ -15,7 +15,7 @@ export async function attachProfiler(port, { samplingIntervalUs = 500 } = {}) {
   let nextId = 1;
   const pending = new Map();
   socket.on('message', (data) => {
-    const message = JSON.parse(data.toString());
+    const message = JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)).toString('utf8'));
     const waiter = pending.get(message.id);
     if (!waiter) return;
     pending.delete(message.id);

@@ -1,9 +1,22 @@
-// The test harness itself: the services of test/support/global-setup.ts and the isolation
-// helpers of test/support/databases.ts. If these fail, every other integration test would.
+// The test harness itself: the launcher of the local services (scripts/local-services.mjs,
+// which npm start and the bench use too), the services of test/support/global-setup.ts and
+// the isolation helpers of test/support/databases.ts. If these fail, every other
+// integration test would.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 
+import {
+  acquirePidLock,
+  freePorts,
+  localServicesStatus,
+  startLocalServices,
+  stopLocalServices,
+} from '../../scripts/local-services.mjs';
 import { createTestDatabase, startPrivateRedis, useTestRedisDb, type TestDatabase } from '../support/databases.js';
 
 const opened: { end(): Promise<void> }[] = [];
@@ -152,5 +165,53 @@ describe('startPrivateRedis', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('the local services launcher', () => {
+  it('starts PostgreSQL and Redis in a folder of its own, reuses them when running, and stops them', async () => {
+    const localDir = mkdtempSync(join(inject('TEST_TMP_DIR'), 'launcher-'));
+    const [pgPort, redisPort] = (await freePorts(2)) as [number, number];
+    const options = { localDir, pgPort, redisPort, log: () => undefined };
+    try {
+      const first = await startLocalServices(options);
+      expect(first.databaseUrl).toBe(`postgresql://postgres@127.0.0.1:${pgPort}/messaging`);
+      expect(first.redisUrl).toBe(`redis://127.0.0.1:${redisPort}`);
+      expect(first.postmasterPid).toEqual(expect.any(Number));
+      expect(first.redisPid).toEqual(expect.any(Number));
+
+      const again = await startLocalServices(options);
+      expect(again.postmasterPid).toBe(first.postmasterPid);
+      expect(again.redisPid).toBe(first.redisPid);
+
+      const db = await pgClient(first.databaseUrl);
+      const { rows } = await db.query<{ name: string }>('SELECT current_database() AS name');
+      expect(rows).toEqual([{ name: 'messaging' }]);
+      await db.end();
+      const redis = redisClient(first.redisUrl);
+      expect(await redis.ping()).toBe('PONG');
+      redis.disconnect();
+      expect((await localServicesStatus(options)).running).toBe(true);
+
+      await stopLocalServices(options);
+      const stopped = await localServicesStatus(options);
+      expect(stopped.postgres.running).toBe(false);
+      expect(stopped.redis.running).toBe(false);
+    } finally {
+      await stopLocalServices(options).catch(() => undefined);
+    }
+  });
+
+  it('takes over a lock whose holder is gone and refuses one whose holder runs', async () => {
+    const dir = mkdtempSync(join(inject('TEST_TMP_DIR'), 'lock-'));
+    const file = join(dir, 'held.lock');
+    const gone = spawnSync(process.execPath, ['-e', '']).pid;
+    writeFileSync(file, `${gone}\n`);
+    const taken = await acquirePidLock(file);
+    expect(taken.acquired).toBe(true);
+    if (taken.acquired) taken.release();
+
+    writeFileSync(file, `${process.ppid}\n`); // Vitest's main process: alive
+    expect(await acquirePidLock(file)).toEqual({ acquired: false, holder: process.ppid });
   });
 });

@@ -1,17 +1,17 @@
 // Test isolation on the services of test/support/global-setup.ts:
 // - createTestDatabase(): a fresh PostgreSQL database cloned from the migrated template;
 // - useTestRedisDb(): a Redis logical database index that no other test of the run uses;
-// - startPrivateRedis(): a Redis server of one's own, for tests that stop and restart it.
-import { spawn, type ChildProcess } from 'node:child_process';
+// - startPrivateRedis(): a Redis server of one's own, for tests that stop and restart it
+//   (started through scripts/local-services.mjs, the launcher of every local service).
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
 import { inject, type ProvidedContext } from 'vitest';
 
+import { startRedisProcess, type RedisProcess } from '../../scripts/local-services.mjs';
 import { freePort } from './free-port.js';
 
 /** Names of the databases made here; global-setup.ts drops leftovers by this prefix. */
@@ -159,7 +159,7 @@ export interface PrivateRedis {
   close(): Promise<void>;
 }
 
-const privateServers = new Set<{ child?: ChildProcess; dir: string }>();
+const privateServers = new Set<{ redis?: RedisProcess; dir: string }>();
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -167,48 +167,10 @@ function installExitHook(): void {
   exitHookInstalled = true;
   process.once('exit', () => {
     for (const server of privateServers) {
-      server.child?.kill('SIGKILL');
+      server.redis?.kill();
       rmSync(server.dir, { recursive: true, force: true });
     }
   });
-}
-
-/** The first reply line to PING, or undefined when nothing answers within 1 s. */
-function ping(port: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    let reply = '';
-    const finish = (value: string | undefined): void => {
-      socket.destroy();
-      resolve(value);
-    };
-    socket.setTimeout(1_000, () => finish(undefined));
-    socket.once('error', () => finish(undefined));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk: Buffer) => {
-      reply += chunk.toString('utf8');
-      const end = reply.indexOf('\r\n');
-      if (end !== -1) finish(reply.slice(0, end));
-    });
-    socket.once('close', () => finish(undefined));
-  });
-}
-
-/** Whether `promise` settles within `ms` (the timer does not outlive the answer). */
-async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function running(child: ChildProcess | undefined): boolean {
-  return child !== undefined && child.exitCode === null && child.signalCode === null;
 }
 
 /** The run's scratch folder (emptied by the global teardown), else the system's. */
@@ -221,80 +183,24 @@ function scratchBase(): string {
 }
 
 /**
- * A redis-server of its own (not daemonized: a child of this worker) on a free port, in a
- * temporary folder, for tests that stop and restart Redis.
+ * A redis-server of its own (scripts/local-services.mjs startRedisProcess: a child of this
+ * worker, not daemonized) on a free port, in a temporary folder, for tests that stop and
+ * restart Redis.
  */
 export async function startPrivateRedis(): Promise<PrivateRedis> {
   const dir = mkdtempSync(join(scratchBase(), 'private-redis-'));
   const port = await freePort();
-  const logFile = join(dir, 'redis.log');
-  // Written by the server itself, read by the global teardown to kill leftovers.
-  const pidFile = join(dir, 'redis.pid');
-  const server: { child?: ChildProcess; dir: string; exited?: Promise<void> } = { dir };
+  const server: { redis?: RedisProcess; dir: string } = { dir };
   privateServers.add(server);
   installExitHook();
 
   const start = async (): Promise<void> => {
-    if (running(server.child)) return;
-    let spawnError: Error | undefined;
-    const child = spawn(
-      'redis-server',
-      [
-        '--bind',
-        '127.0.0.1',
-        '--port',
-        String(port),
-        '--dir',
-        dir,
-        '--appendonly',
-        'yes',
-        '--save',
-        '',
-        '--logfile',
-        logFile,
-        '--pidfile',
-        pidFile,
-      ],
-      { stdio: 'ignore' },
-    );
-    server.child = child;
-    server.exited = new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.once('error', (error) => {
-        spawnError = error;
-        resolve();
-      });
-    });
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      if (spawnError !== undefined) throw new Error(`cannot run redis-server: ${spawnError.message}`);
-      if (!running(child)) {
-        let tail = '';
-        try {
-          tail = readFileSync(logFile, 'utf8').split('\n').slice(-10).join('\n');
-        } catch {
-          // no log yet
-        }
-        throw new Error(`redis-server on port ${port} exited (${child.exitCode ?? child.signalCode}):\n${tail}`);
-      }
-      if ((await ping(port)) === '+PONG') return;
-      if (Date.now() >= deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`redis-server on port ${port} did not answer within 15 s (log: ${logFile})`);
-      }
-      await sleep(50);
-    }
+    if (server.redis?.running()) return;
+    server.redis = await startRedisProcess({ port, dir });
   };
 
   const stop = async (): Promise<void> => {
-    const child = server.child;
-    if (child === undefined || !running(child)) return;
-    const exited = server.exited ?? Promise.resolve();
-    child.kill('SIGTERM');
-    if (!(await settlesWithin(exited, 15_000))) {
-      child.kill('SIGKILL');
-      await settlesWithin(exited, 5_000);
-    }
+    await server.redis?.stop();
   };
 
   const close = async (): Promise<void> => {

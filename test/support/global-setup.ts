@@ -1,5 +1,5 @@
 // Vitest globalSetup of the `integration` and `e2e` projects: one PostgreSQL and one Redis
-// for the whole test run (scripts/local-services.sh, data in .local/test, ports picked free
+// for the whole test run (scripts/local-services.mjs, data in .local/test, ports picked free
 // at run time), and a template database `messaging_template` with every migration applied,
 // which test/support/databases.ts clones for each test file.
 //
@@ -7,16 +7,24 @@
 // after the other; the services are shared through a process-wide reference count and
 // stopped by the last teardown. Tests reach them through inject() (typed below) or the
 // same values in process.env (set before the test workers are forked).
-import { execFile } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 
+import {
+  acquirePidLock,
+  freePorts,
+  killRedisOf,
+  processAlive,
+  ROOT,
+  startLocalServices,
+  stopLocalServices,
+  type LocalServicesOptions,
+} from '../../scripts/local-services.mjs';
 import { applyMigrations } from '../../src/prisma/migrator.js';
-import { freePort } from './free-port.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -46,8 +54,6 @@ type TestServicesContext = {
   TEST_TMP_DIR: string;
 };
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const SCRIPT = join(ROOT, 'scripts', 'local-services.sh');
 const LOCAL_ROOT = join(ROOT, '.local');
 /** Held (pid inside) by the run that uses .local/test; a concurrent run gets its own folder. */
 const LOCK_FILE = join(LOCAL_ROOT, 'test.lock');
@@ -58,13 +64,10 @@ const TEMPLATE_DATABASE = 'messaging_template';
 const TEST_DATABASE_PATTERN = 'test\\_%';
 const REDIS_DATABASES = 1024;
 
-const START_TIMEOUT_MS = 10 * 60_000; // may apt-get install redis-server / postgresql first
-const STOP_TIMEOUT_MS = 2 * 60_000;
-
 interface Services {
   localDir: string;
-  /** True when this run holds LOCK_FILE and uses .local/test; false: a private folder, removed at the end. */
-  primary: boolean;
+  /** Set when this run holds LOCK_FILE and uses .local/test; unset: a private folder, removed at the end. */
+  releaseLock?: () => void;
   context: TestServicesContext;
 }
 
@@ -81,70 +84,8 @@ function log(line: string): void {
   process.stderr.write(`[test services] ${line}\n`);
 }
 
-function runScript(command: 'start' | 'stop', env: Record<string, string>, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      'bash',
-      [SCRIPT, command],
-      { cwd: ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        if (error) {
-          reject(
-            new Error(`scripts/local-services.sh ${command} failed (${error.message.split('\n')[0]}):\n${stderr}`),
-          );
-        } else {
-          resolve(stdout);
-        }
-      },
-    );
-  });
-}
-
-/** Alive and not a zombie (a dead process whose parent never reaps it still answers kill 0). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return process.platform !== 'linux';
-  }
-}
-
-function readLockPid(): number | undefined {
-  try {
-    const pid = Number(readFileSync(LOCK_FILE, 'utf8').trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** True when this run now owns .local/test; false when another live run does. */
-function acquireLock(): boolean {
-  for (let attempt = 0; attempt < 3; attempt += 1) {
-    try {
-      const fd = openSync(LOCK_FILE, 'wx');
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const owner = readLockPid();
-    if (owner !== undefined && owner !== process.pid && processAlive(owner)) return false;
-    log(`removing the stale ${LOCK_FILE} (pid ${owner ?? '?'} is gone)`);
-    rmSync(LOCK_FILE, { force: true });
-  }
-  return false;
-}
-
-function releaseLock(): void {
-  if (readLockPid() === process.pid) rmSync(LOCK_FILE, { force: true });
+function launcherOptions(localDir: string, more: LocalServicesOptions = {}): LocalServicesOptions {
+  return { localDir, log: (line) => log(line), ...more };
 }
 
 /** Services of concurrent runs that died without their teardown. */
@@ -154,7 +95,7 @@ async function cleanUpAbandonedRunDirs(): Promise<void> {
     if (!pid || processAlive(pid)) continue;
     const dir = join(LOCAL_ROOT, entry);
     log(`cleaning up ${dir}, left by test run ${pid}`);
-    await runScript('stop', { LOCAL_DIR: dir }, STOP_TIMEOUT_MS).catch((error: unknown) => log(String(error)));
+    await stopLocalServices(launcherOptions(dir)).catch((error: unknown) => log(String(error)));
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -166,33 +107,10 @@ async function cleanUpAbandonedRunDirs(): Promise<void> {
 function removeScratch(tmpDir: string): void {
   if (!existsSync(tmpDir)) return;
   for (const entry of readdirSync(tmpDir)) {
-    let pid: number;
-    try {
-      pid = Number(readFileSync(join(tmpDir, entry, 'redis.pid'), 'utf8').trim());
-    } catch {
-      continue;
-    }
-    if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) continue;
-    let command = '';
-    try {
-      command = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-    } catch {
-      // not Linux, or gone
-    }
-    if (command !== 'redis-server') continue;
-    log(`killing the private Redis (pid ${pid}) left running in ${join(tmpDir, entry)}`);
-    process.kill(pid, 'SIGKILL');
+    const pid = killRedisOf(join(tmpDir, entry));
+    if (pid !== null) log(`killed the private Redis (pid ${pid}) left running in ${join(tmpDir, entry)}`);
   }
   rmSync(tmpDir, { recursive: true, force: true });
-}
-
-async function distinctFreePorts(): Promise<[number, number]> {
-  const first = await freePort();
-  for (let attempt = 0; attempt < 10; attempt += 1) {
-    const second = await freePort();
-    if (second !== first) return [first, second];
-  }
-  throw new Error('could not find two distinct free ports');
 }
 
 function quoteIdentifier(name: string): string {
@@ -271,26 +189,18 @@ async function flushRedis(port: number): Promise<void> {
 async function startServices(): Promise<Services> {
   mkdirSync(LOCAL_ROOT, { recursive: true });
   await cleanUpAbandonedRunDirs();
-  const primary = acquireLock();
-  const localDir = join(LOCAL_ROOT, primary ? 'test' : `test-run-${process.pid}`);
-  if (!primary) log(`.local/test is used by another test run (pid ${readLockPid() ?? '?'}): using ${localDir}`);
-  const scriptEnv = { LOCAL_DIR: localDir };
+  const lock = await acquirePidLock(LOCK_FILE);
+  const releaseLock = lock.acquired ? lock.release : undefined;
+  const localDir = join(LOCAL_ROOT, lock.acquired ? 'test' : `test-run-${process.pid}`);
+  if (!lock.acquired) log(`.local/test is used by another test run (pid ${lock.holder}): using ${localDir}`);
   try {
     // A run that crashed may have left them running, on its own ports.
-    if (primary) await runScript('stop', scriptEnv, STOP_TIMEOUT_MS);
-    const [pgPort, redisPort] = await distinctFreePorts();
-    await runScript(
-      'start',
-      {
-        ...scriptEnv,
-        PG_PORT: String(pgPort),
-        REDIS_PORT: String(redisPort),
-        REDIS_DATABASES: String(REDIS_DATABASES),
-      },
-      START_TIMEOUT_MS,
+    if (lock.acquired) await stopLocalServices(launcherOptions(localDir));
+    const [pgPort, redisPort] = (await freePorts(2)) as [number, number];
+    const services = await startLocalServices(
+      launcherOptions(localDir, { pgPort, redisPort, redisDatabases: REDIS_DATABASES }),
     );
-    const adminUrl = `postgresql://postgres@127.0.0.1:${pgPort}/postgres`;
-    await prepareTemplate(adminUrl);
+    await prepareTemplate(services.adminUrl);
     await flushRedis(redisPort);
     const claimsDir = join(localDir, 'redis-claims');
     rmSync(claimsDir, { recursive: true, force: true });
@@ -299,10 +209,10 @@ async function startServices(): Promise<Services> {
     removeScratch(tmpDir);
     mkdirSync(tmpDir, { recursive: true });
     const context: TestServicesContext = {
-      TEST_PG_ADMIN_URL: adminUrl,
+      TEST_PG_ADMIN_URL: services.adminUrl,
       TEST_PG_TEMPLATE: TEMPLATE_DATABASE,
       TEST_REDIS_PORT: redisPort,
-      TEST_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      TEST_REDIS_URL: services.redisUrl,
       TEST_REDIS_DATABASES: REDIS_DATABASES,
       TEST_REDIS_CLAIMS_DIR: claimsDir,
       TEST_TMP_DIR: tmpDir,
@@ -310,28 +220,31 @@ async function startServices(): Promise<Services> {
     // Workers are forked after every globalSetup ran, with a copy of process.env.
     for (const [key, value] of Object.entries(context)) process.env[key] = String(value);
     log(`PostgreSQL on 127.0.0.1:${pgPort}, Redis on 127.0.0.1:${redisPort} (${localDir})`);
-    return { localDir, primary, context };
+    return { localDir, releaseLock, context };
   } catch (error) {
-    await stopServices(localDir, primary).catch((stopError: unknown) => log(String(stopError)));
+    await stopServices({ localDir, releaseLock }).catch((stopError: unknown) => log(String(stopError)));
     throw error;
   }
 }
 
-async function stopServices(localDir: string, primary: boolean, context?: TestServicesContext): Promise<void> {
+async function stopServices({
+  localDir,
+  releaseLock,
+  context,
+}: Partial<Services> & { localDir: string }): Promise<void> {
   try {
-    const env: Record<string, string> = { LOCAL_DIR: localDir };
     removeScratch(join(localDir, 'tmp'));
+    let ports: LocalServicesOptions = {};
     if (context !== undefined) {
       // Databases that tests did not drop: keep .local/test small.
       await withAdmin(context.TEST_PG_ADMIN_URL, dropTestDatabases).catch((error: unknown) =>
         log(`dropping test databases: ${String(error)}`),
       );
-      env.PG_PORT = new URL(context.TEST_PG_ADMIN_URL).port;
-      env.REDIS_PORT = String(context.TEST_REDIS_PORT);
+      ports = { pgPort: Number(new URL(context.TEST_PG_ADMIN_URL).port), redisPort: context.TEST_REDIS_PORT };
     }
-    await runScript('stop', env, STOP_TIMEOUT_MS);
+    await stopLocalServices(launcherOptions(localDir, ports));
   } finally {
-    if (primary) releaseLock();
+    if (releaseLock !== undefined) releaseLock();
     else rmSync(localDir, { recursive: true, force: true });
   }
 }
@@ -369,6 +282,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
     shared.users -= 1;
     if (shared.users > 0) return;
     if (holder[STATE] === shared) delete holder[STATE];
-    await stopServices(services.localDir, services.primary, context);
+    await stopServices(services);
   };
 }
