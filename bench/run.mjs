@@ -433,6 +433,8 @@ async function main() {
         '-p',
         'tsconfig.build.json',
       ]);
+      // The offline queue's Lua scripts ship beside the compiled code.
+      await run(process.execPath, [join(ROOT, 'scripts', 'copy-lua.mjs')]);
     } catch (error) {
       throw new Error(`the build failed (use --no-build to bench the existing dist/):\n${error.message}`, {
         cause: error,

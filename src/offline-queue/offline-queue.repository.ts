@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 
 import { Injectable } from '@nestjs/common';
 import type { Result } from 'ioredis';
 
+import { luaScript } from '../redis/lua-script.js';
 import { RedisService } from '../redis/redis.service.js';
 import type { DeviceRef } from '../devices/devices.types.js';
 import type { ConversationState, PendingEntry } from './offline-queue.types.js';
@@ -24,17 +24,13 @@ import type { ConversationState, PendingEntry } from './offline-queue.types.js';
  * message PostgreSQL holds for the device is either queued or in `x`.
  */
 
-/** A script of ./lua (copied beside the compiled file by `npm run build`), read from disk once. */
-function readScript(file: string): string {
-  return readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8');
-}
 
 /** Read when this module loads: a missing file fails the start, not the first send. */
 const SCRIPTS = {
-  enqueueMany: readScript('enqueue-many.lua'),
-  ack: readScript('ack.lua'),
-  syncState: readScript('sync-state.lua'),
-  peekSynced: readScript('peek-synced.lua'),
+  enqueueMany: luaScript(import.meta.url, 'enqueue-many.lua'),
+  ack: luaScript(import.meta.url, 'ack.lua'),
+  syncState: luaScript(import.meta.url, 'sync-state.lua'),
+  peekSynced: luaScript(import.meta.url, 'peek-synced.lua'),
 };
 
 export interface AckedEntry {

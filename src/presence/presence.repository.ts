@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Result } from 'ioredis';
 
+import { luaScript } from '../redis/lua-script.js';
 import { RedisService } from '../redis/redis.service.js';
 
 /**
@@ -10,23 +11,10 @@ import { RedisService } from '../redis/redis.service.js';
  *   pr:u:<userId>  ZSET  "<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
  *   pr:all         ZSET  "<userId>\n<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
  */
-const ADD = `
-local now = tonumber(ARGV[3])
-local before = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return before
-`;
-
-const REMOVE = `
-local now = tonumber(ARGV[2])
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local after = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-return { removed, after }
-`;
+/** Adds a socket's entry; returns how many live entries the user had before. */
+const ADD = luaScript(import.meta.url, 'presence-add.lua');
+/** Removes a socket's entry and the user's expired ones; returns { removed, live left }. */
+const REMOVE = luaScript(import.meta.url, 'presence-remove.lua');
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
