@@ -24,7 +24,6 @@ import type { ConversationState, PendingEntry } from './offline-queue.types.js';
  * message PostgreSQL holds for the device is either queued or in `x`.
  */
 
-
 /** Read when this module loads: a missing file fails the start, not the first send. */
 const SCRIPTS = {
   enqueueMany: luaScript(import.meta.url, 'enqueue-many.lua'),
