@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build: compiles TypeScript and generates the Prisma client.
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # The client SDK workspace: the service compiles against its wire types (client/src/protocol.ts).
@@ -20,7 +20,7 @@ COPY web ./web
 RUN npm run build && npm prune --omit=dev --omit=optional --ignore-scripts
 
 # Run: production dependencies, compiled code and migrations only.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production PORT=3000 HOST=0.0.0.0
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules

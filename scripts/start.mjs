@@ -13,6 +13,15 @@ import { SERVICE_NODE_FLAGS } from './node-flags.mjs';
 const env = { ...process.env };
 const production = env.NODE_ENV === 'production';
 
+// Production runs the active LTS line (Dockerfile, package.json engines); a machine whose
+// system Node is older still serves for development, and is told so.
+if (Number(process.versions.node.split('.')[0]) < 24) {
+  log(
+    `Node ${process.versions.node} is past its end of life; production runs Node 24 ` +
+      '(`bash scripts/node24.sh install && PATH="$(bash scripts/node24.sh bin):$PATH" npm start` uses it here)',
+  );
+}
+
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, {
     cwd: root,
