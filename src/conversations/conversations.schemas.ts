@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-import { actingUserSchema, isoDateSchema, queryInt, userIdSchema } from '../http/common.schemas.js';
+import { actingUserSchema, isoDateSchema, queryInt, seqSchema, userIdSchema } from '../http/common.schemas.js';
 import { dataOf } from '../http/openapi.js';
 import type { ConversationRecord, ConversationSummary } from './conversations.repository.js';
 
@@ -40,12 +40,7 @@ export const listConversationsQuery = z.object({
 export const actingUserQuery = z.object({ userId: actingUserSchema });
 
 export const readBody = z.object({
-  seq: z
-    .number({ error: 'must be a number' })
-    .int('must be a whole number')
-    .min(0, 'must be 0 or more')
-    .max(Number.MAX_SAFE_INTEGER)
-    .describe('the highest seq read; the mark only moves forward, up to the last seq'),
+  seq: seqSchema.describe('the highest seq read; the mark only moves forward, up to the last seq'),
   userId: actingUserSchema,
 });
 
