@@ -6,7 +6,7 @@ import type { ConversationRecord, ConversationSummary } from './conversations.re
 
 /** Request and reply schemas of the conversation and member routes (REST). */
 
-export const MAX_MEMBERS_PER_REQUEST = 1_000;
+const MAX_MEMBERS_PER_REQUEST = 1_000;
 
 export const createConversationBody = z.object({
   kind: z.enum(['direct', 'group'], { error: "must be 'direct' or 'group'" }),
@@ -29,7 +29,6 @@ export const createConversationBody = z.object({
     'service tokens only: the user creating it (a member and its owner); without it the first member owns it',
   ),
 });
-export type CreateConversationBody = z.infer<typeof createConversationBody>;
 
 export const listConversationsQuery = z.object({
   cursor: z.string().max(512, 'is not valid').optional().describe('nextCursor of the previous page'),
@@ -54,7 +53,7 @@ export const addMembersBody = z.object({
 
 // Replies.
 
-export const memberSchema = z.object({
+const memberSchema = z.object({
   userId: z.string(),
   role: z.enum(['owner', 'member']),
   readSeq: z.number().int().describe('the member’s read mark'),
@@ -71,11 +70,11 @@ const conversationFields = {
   lastActivityAt: isoDateSchema.describe('when the latest message was sent (or the conversation created)'),
 };
 
-export const conversationSchema = z
+const conversationSchema = z
   .object({ ...conversationFields, members: z.array(memberSchema).describe('oldest member first') })
   .meta({ id: 'Conversation' });
 
-export const conversationSummarySchema = z
+const conversationSummarySchema = z
   .object({ ...conversationFields, readSeq: z.number().int().describe('the acting user’s read mark') })
   .meta({ id: 'ConversationSummary' });
 

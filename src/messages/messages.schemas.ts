@@ -21,7 +21,7 @@ import { dataOf } from '../http/openapi.js';
 export const REST_SENDER_DEVICE_ID = '@rest';
 
 /** Most devices an e2e send may name: far above any real group's, low enough to bound the check. */
-export const MAX_RECIPIENT_DEVICES = 1_024;
+const MAX_RECIPIENT_DEVICES = 1_024;
 
 /**
  * `recipientDevices` of an e2e send (socket and REST): the `userId/deviceId` pairs whose
@@ -61,7 +61,7 @@ export const historyQuery = z.object({
   userId: actingUserSchema,
 });
 
-export const messageSchema = z
+const messageSchema = z
   .object({
     id: z.string().describe('UUID'),
     conversationId: z.string(),
