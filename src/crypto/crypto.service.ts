@@ -66,7 +66,7 @@ const MAX_UINT32 = 0xffff_ffff;
 const MAX_UINT64 = (1n << 64n) - 1n;
 
 /** How many unwrapped data keys stay in memory (72-byte wrapped key + 32-byte key each). */
-export const DATA_KEY_CACHE_SIZE = 10_000;
+const DATA_KEY_CACHE_SIZE = 10_000;
 
 // Domain tags keep the two kinds of associated data apart, and name the format version
 // so a future layout cannot be confused with this one.
