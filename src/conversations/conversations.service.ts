@@ -3,9 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { UUID } from '../common/ids.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { CryptoService } from '../crypto/crypto.service.js';
-import { UUID } from '../http/common.schemas.js';
 import {
   ConversationsRepository,
   type ConversationRecord,

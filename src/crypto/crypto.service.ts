@@ -3,6 +3,7 @@ import { getRandomValues, randomFillSync } from 'node:crypto';
 import { Injectable, type OnModuleInit } from '@nestjs/common';
 import sodium from 'libsodium-wrappers';
 
+import { UUID } from '../common/ids.js';
 import { AppConfig } from '../config/app-config.js';
 import { CryptoError, CryptoErrorReason } from './crypto.errors.js';
 
@@ -72,8 +73,6 @@ const DATA_KEY_CACHE_SIZE = 10_000;
 // so a future layout cannot be confused with this one.
 const DATA_KEY_DOMAIN = 'messaging-service/data-key/v1';
 const MESSAGE_DOMAIN = 'messaging-service/message/v1';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Services encrypt data at rest with two key layers (envelope encryption):

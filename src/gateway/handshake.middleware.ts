@@ -1,9 +1,9 @@
 import type { Socket } from 'socket.io';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { DEVICE_ID } from '../common/ids.js';
 import { toPublicError } from '../common/error-mapping.js';
 import type { TokenVerifier } from '../auth/token-verifier.service.js';
-import { DEVICE_ID } from '../http/common.schemas.js';
 import { shuttingDown, type ShutdownService } from '../lifecycle/shutdown.service.js';
 import type { ConnectionCaps } from './connection-caps.service.js';
 import type { RateLimitsService } from './rate-limits.service.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-import { USER_ID } from '../common/ids.js';
+import { DEVICE_ID, USER_ID, UUID } from '../common/ids.js';
 
 /**
  * The schemas of the fields the wire contract defines once (PROTOCOL.md section 1): the
@@ -9,10 +9,6 @@ import { USER_ID } from '../common/ids.js';
  * sit beside it.
  */
 
-/** A UUID, in either case (PostgreSQL takes both and answers in lower case). */
-export const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-/** A client install's id. */
-export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** A send's idempotency key, chosen by the client. */
 const CLIENT_MSG_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const CONTENT_TYPE =
