@@ -28,7 +28,7 @@ const UNAVAILABLE_PATTERNS = [
 ];
 
 /** True when the error means a dependency (PostgreSQL, Redis) is down. */
-export function isUnavailable(error: unknown): boolean {
+function isUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   const text = `${error.name} ${error.message} ${typeof code === 'string' ? code : ''}`;

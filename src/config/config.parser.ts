@@ -12,7 +12,7 @@ export class ConfigError extends Error {
 }
 
 /** FCM's own origin; FCM_BASE_URL replaces it (tests, proxies). */
-export const DEFAULT_FCM_BASE_URL = 'https://fcm.googleapis.com';
+const DEFAULT_FCM_BASE_URL = 'https://fcm.googleapis.com';
 
 const list = (value: string | undefined): string[] =>
   (value ?? '')

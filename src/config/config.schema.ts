@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { decodeBase64Url, isP256PublicPoint, p256PublicPointOf } from '../common/p256.js';
 
 /** Log levels accepted in LOG_LEVEL, most verbose first. */
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 const boolean = (fallback: boolean) =>
@@ -118,7 +118,7 @@ function secureUrlProblem(value: string): string | null {
 }
 
 /** The fields of a Firebase service account JSON that FCM needs. */
-export interface ServiceAccount {
+interface ServiceAccount {
   projectId: string;
   clientEmail: string;
   privateKey: string;
@@ -403,5 +403,3 @@ export function crossFieldProblems(env: Record<string, string | undefined>): Con
   }
   return problems;
 }
-
-export type RawEnv = z.output<typeof envSchema>;

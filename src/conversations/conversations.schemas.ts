@@ -1,12 +1,12 @@
 import { z } from 'zod';
 
-import { actingUserSchema, isoDateSchema, queryInt, userIdSchema } from '../http/common.schemas.js';
+import { actingUserSchema, isoDateSchema, queryInt, seqSchema, userIdSchema } from '../http/common.schemas.js';
 import { dataOf } from '../http/openapi.js';
 import type { ConversationRecord, ConversationSummary } from './conversations.repository.js';
 
 /** Request and reply schemas of the conversation and member routes (REST). */
 
-export const MAX_MEMBERS_PER_REQUEST = 1_000;
+const MAX_MEMBERS_PER_REQUEST = 1_000;
 
 export const createConversationBody = z.object({
   kind: z.enum(['direct', 'group'], { error: "must be 'direct' or 'group'" }),
@@ -29,7 +29,6 @@ export const createConversationBody = z.object({
     'service tokens only: the user creating it (a member and its owner); without it the first member owns it',
   ),
 });
-export type CreateConversationBody = z.infer<typeof createConversationBody>;
 
 export const listConversationsQuery = z.object({
   cursor: z.string().max(512, 'is not valid').optional().describe('nextCursor of the previous page'),
@@ -40,12 +39,7 @@ export const listConversationsQuery = z.object({
 export const actingUserQuery = z.object({ userId: actingUserSchema });
 
 export const readBody = z.object({
-  seq: z
-    .number({ error: 'must be a number' })
-    .int('must be a whole number')
-    .min(0, 'must be 0 or more')
-    .max(Number.MAX_SAFE_INTEGER)
-    .describe('the highest seq read; the mark only moves forward, up to the last seq'),
+  seq: seqSchema.describe('the highest seq read; the mark only moves forward, up to the last seq'),
   userId: actingUserSchema,
 });
 
@@ -59,7 +53,7 @@ export const addMembersBody = z.object({
 
 // Replies.
 
-export const memberSchema = z.object({
+const memberSchema = z.object({
   userId: z.string(),
   role: z.enum(['owner', 'member']),
   readSeq: z.number().int().describe('the member’s read mark'),
@@ -76,11 +70,11 @@ const conversationFields = {
   lastActivityAt: isoDateSchema.describe('when the latest message was sent (or the conversation created)'),
 };
 
-export const conversationSchema = z
+const conversationSchema = z
   .object({ ...conversationFields, members: z.array(memberSchema).describe('oldest member first') })
   .meta({ id: 'Conversation' });
 
-export const conversationSummarySchema = z
+const conversationSummarySchema = z
   .object({ ...conversationFields, readSeq: z.number().int().describe('the acting user’s read mark') })
   .meta({ id: 'ConversationSummary' });
 

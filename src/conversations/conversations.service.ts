@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { UUID } from '../common/ids.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { CryptoService } from '../crypto/crypto.service.js';
 import {
@@ -24,8 +25,6 @@ export interface ConversationPage {
   conversations: ConversationSummary[];
   nextCursor: string | null;
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Creating and reading conversations; shared by REST and tests. */
 @Injectable()

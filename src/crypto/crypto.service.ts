@@ -3,6 +3,7 @@ import { getRandomValues, randomFillSync } from 'node:crypto';
 import { Injectable, type OnModuleInit } from '@nestjs/common';
 import sodium from 'libsodium-wrappers';
 
+import { UUID } from '../common/ids.js';
 import { AppConfig } from '../config/app-config.js';
 import { CryptoError, CryptoErrorReason } from './crypto.errors.js';
 
@@ -66,14 +67,12 @@ const MAX_UINT32 = 0xffff_ffff;
 const MAX_UINT64 = (1n << 64n) - 1n;
 
 /** How many unwrapped data keys stay in memory (72-byte wrapped key + 32-byte key each). */
-export const DATA_KEY_CACHE_SIZE = 10_000;
+const DATA_KEY_CACHE_SIZE = 10_000;
 
 // Domain tags keep the two kinds of associated data apart, and name the format version
 // so a future layout cannot be confused with this one.
 const DATA_KEY_DOMAIN = 'messaging-service/data-key/v1';
 const MESSAGE_DOMAIN = 'messaging-service/message/v1';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Services encrypt data at rest with two key layers (envelope encryption):

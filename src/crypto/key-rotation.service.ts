@@ -4,7 +4,7 @@ import { ConversationKeysRepository } from './conversation-keys.repository.js';
 import { CryptoService } from './crypto.service.js';
 
 /** Conversations handled per page in a rotation run. */
-export const ROTATION_BATCH_SIZE = 500;
+const ROTATION_BATCH_SIZE = 500;
 
 export interface RotationResult {
   /** Conversation keys this run re-wrapped under the active master key. */

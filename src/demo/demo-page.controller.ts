@@ -13,7 +13,7 @@ import { AppError } from '../common/app-error.js';
  * below the root both as source (src/demo) and compiled (dist/demo), so one path fits
  * the built service and the tests that run the sources.
  */
-export const DEMO_BUNDLE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'web', 'demo');
+const DEMO_BUNDLE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'web', 'demo');
 
 /** The files the bundle holds; anything else is a 404, so no path from a URL reaches the disk. */
 const FILES: Record<string, string> = {

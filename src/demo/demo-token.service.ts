@@ -5,7 +5,7 @@ import { AppError } from '../common/app-error.js';
 import { AppConfig } from '../config/app-config.js';
 
 /** Dev tokens live an hour; the page's token provider asks again before they expire. */
-export const DEMO_TOKEN_TTL_SEC = 3_600;
+const DEMO_TOKEN_TTL_SEC = 3_600;
 
 /**
  * Signs development tokens for the demo page, as `npm run token` does: HS256 with the

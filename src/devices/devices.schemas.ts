@@ -8,10 +8,10 @@ import type { DeviceRecord } from './devices.repository.js';
 /** Request and reply schemas of the device routes (REST). */
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-export const PUBLIC_KEY_MIN_BYTES = 16;
-export const PUBLIC_KEY_MAX_BYTES = 4_096;
+const PUBLIC_KEY_MIN_BYTES = 16;
+const PUBLIC_KEY_MAX_BYTES = 4_096;
 /** Browsers' push service URLs are a few hundred characters. */
-export const WEB_PUSH_ENDPOINT_MAX_CHARS = 2_048;
+const WEB_PUSH_ENDPOINT_MAX_CHARS = 2_048;
 
 /** base64url of exactly `bytes` bytes that pass `check`. */
 const base64UrlBytes = (bytes: number, what: string, check: (decoded: Buffer) => boolean = () => true) =>

@@ -3,34 +3,19 @@ import { z } from 'zod';
 import type { RequestOf } from '@messaging-service/client/protocol';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { clientMsgIdSchema, contentTypeSchema, conversationIdSchema, seqSchema } from '../http/common.schemas.js';
 import { recipientDevicesSchema } from '../messages/messages.schemas.js';
 
 /** Schemas of the client events, one per event (PROTOCOL.md section 1). */
-
-const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const CONTENT_TYPE =
-  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[^"]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
-
-export const conversationIdSchema = z.string({ error: 'must be a string' }).regex(UUID, 'must be a UUID');
-const seqSchema = z
-  .number({ error: 'must be a number' })
-  .int('must be a whole number')
-  .min(0, 'must be 0 or more')
-  .max(Number.MAX_SAFE_INTEGER);
 
 export const conversationRefSchema = z.object({ conversationId: conversationIdSchema });
 
 export const sendSchema = z.object({
   conversationId: conversationIdSchema,
-  clientMsgId: z.string({ error: 'must be a string' }).regex(CLIENT_ID, 'must match ^[A-Za-z0-9_-]{1,64}$'),
+  clientMsgId: clientMsgIdSchema,
   body: z.string({ error: 'must be a string' }).optional(),
   ciphertext: z.string({ error: 'must be a base64 string' }).optional(),
-  contentType: z
-    .string({ error: 'must be a string' })
-    .max(255)
-    .regex(CONTENT_TYPE, 'must be a MIME type like text/plain')
-    .optional(),
+  contentType: contentTypeSchema.optional(),
   recipientDevices: recipientDevicesSchema.optional(),
 });
 

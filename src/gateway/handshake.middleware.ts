@@ -1,6 +1,7 @@
 import type { Socket } from 'socket.io';
 
 import { AppError, ErrorCode } from '../common/app-error.js';
+import { DEVICE_ID } from '../common/ids.js';
 import { toPublicError } from '../common/error-mapping.js';
 import type { TokenVerifier } from '../auth/token-verifier.service.js';
 import { shuttingDown, type ShutdownService } from '../lifecycle/shutdown.service.js';
@@ -8,7 +9,6 @@ import type { ConnectionCaps } from './connection-caps.service.js';
 import type { RateLimitsService } from './rate-limits.service.js';
 import type { SocketData } from '../realtime/realtime.types.js';
 
-const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 let connectionCounter = 0;
 
 /** An error that refuses a handshake: the client's connect_error gets `message` = code and `data`. */
@@ -65,7 +65,7 @@ export function handshakeMiddleware(
       .verify(tokenOf(socket))
       .then(async (identity) => {
         if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) {
-          throw new AppError(ErrorCode.BadRequest, 'deviceId must match ^[A-Za-z0-9_-]{1,64}$');
+          throw new AppError(ErrorCode.BadRequest, `deviceId must match ${DEVICE_ID.source}`);
         }
         caps.acquire(socket.id, identity.userId, socket.handshake.address);
         await limits.consumeConnect(identity.userId);

@@ -1,10 +1,24 @@
 import { z } from 'zod';
 
-import { USER_ID } from '../common/ids.js';
+import { DEVICE_ID, USER_ID, UUID } from '../common/ids.js';
 
-/** Schemas shared by the REST handlers (each handler's own schemas sit beside it). */
+/**
+ * The schemas of the fields the wire contract defines once (PROTOCOL.md section 1): the
+ * REST routes, the gateway's event schemas and its handshake all validate with these, so
+ * each rule and its error message live in one place. A route's or an event's own schemas
+ * sit beside it.
+ */
 
-const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+/** A send's idempotency key, chosen by the client. */
+const CLIENT_MSG_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const CONTENT_TYPE =
+  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[^"]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
+
+/** The pattern between `^` and `$`, to build a larger pattern from. */
+const inner = (pattern: RegExp): string => pattern.source.slice(1, -1);
+
+/** `userId/deviceId`, one device of a user (a deviceId has no '/', so the last one splits). */
+export const USER_DEVICE = new RegExp(`^${inner(USER_ID)}\\/${inner(DEVICE_ID)}$`, 'u');
 
 /** A user id: a token's `sub` (1 to 128 characters, no control characters). */
 export const userIdSchema = z
@@ -13,13 +27,31 @@ export const userIdSchema = z
   .max(128, 'must be at most 128 characters')
   .regex(USER_ID, 'must not contain control characters');
 
-export const conversationIdSchema = z.string().regex(UUID, 'must be a UUID').describe('conversation id (UUID)');
+export const conversationIdSchema = z
+  .string({ error: 'must be a string' })
+  .regex(UUID, 'must be a UUID')
+  .describe('conversation id (UUID)');
 
-/** A client install's id, `^[A-Za-z0-9_-]{1,64}$` (PROTOCOL.md section 1). */
 export const deviceIdSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match ^[A-Za-z0-9_-]{1,64}$')
+  .string({ error: 'must be a string' })
+  .regex(DEVICE_ID, `must match ${DEVICE_ID.source}`)
   .describe('the client install id, as in the socket handshake');
+
+export const clientMsgIdSchema = z
+  .string({ error: 'must be a string' })
+  .regex(CLIENT_MSG_ID, `must match ${CLIENT_MSG_ID.source}`);
+
+export const contentTypeSchema = z
+  .string({ error: 'must be a string' })
+  .max(255)
+  .regex(CONTENT_TYPE, 'must be a MIME type like text/plain');
+
+/** A message's place in its conversation (a read mark, a history bound). */
+export const seqSchema = z
+  .number({ error: 'must be a number' })
+  .int('must be a whole number')
+  .min(0, 'must be 0 or more')
+  .max(Number.MAX_SAFE_INTEGER);
 
 export const ACTING_USER_DOC = 'service tokens only: the user to act for (user tokens act for their own sub)';
 

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ErrorCode, HTTP_STATUS_BY_CODE } from '../common/app-error.js';
 
 /** The error body of every REST error (PROTOCOL.md section 4). */
-export const errorBodySchema = z
+const errorBodySchema = z
   .object({
     error: z.object({
       code: z.enum(Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]]),

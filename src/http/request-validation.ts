@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { AppError, ErrorCode } from '../common/app-error.js';
 
 /** One validation problem, as listed in `details.problems` (the socket side uses the same shape). */
-export interface Problem {
+interface Problem {
   path: string;
   message: string;
 }
@@ -16,7 +16,7 @@ export interface Problem {
  * in `details.problems`; a list over a size limit (a custom issue flagged `tooLarge`)
  * is `payload_too_large`.
  */
-export function parseRequest<T>(schema: z.ZodType<T>, value: unknown, part: { whole: string } | { name: string }): T {
+function parseRequest<T>(schema: z.ZodType<T>, value: unknown, part: { whole: string } | { name: string }): T {
   let input = value;
   if ('whole' in part) {
     input = value === undefined || value === null ? {} : value;

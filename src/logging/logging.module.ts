@@ -7,7 +7,7 @@ import { LoggerModule } from 'nestjs-pino';
 import { AppConfig } from '../config/app-config.js';
 
 /** Paths pino must never print: credentials, keys and message contents. */
-export const REDACTED_PATHS = [
+const REDACTED_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'req.query.token',

@@ -1,6 +1,15 @@
 import { z } from 'zod';
 
-import { actingUserSchema, isoDateSchema, queryInt, userIdSchema } from '../http/common.schemas.js';
+import {
+  actingUserSchema,
+  clientMsgIdSchema,
+  contentTypeSchema,
+  isoDateSchema,
+  queryInt,
+  seqSchema,
+  USER_DEVICE,
+  userIdSchema,
+} from '../http/common.schemas.js';
 import { dataOf } from '../http/openapi.js';
 
 /**
@@ -8,31 +17,20 @@ import { dataOf } from '../http/openapi.js';
  * socket `send`/`history` ones (PROTOCOL.md section 1).
  */
 
-const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const CONTENT_TYPE =
-  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[^"]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
-
-const seqSchema = z
-  .number({ error: 'must be a number' })
-  .int('must be a whole number')
-  .min(0, 'must be 0 or more')
-  .max(Number.MAX_SAFE_INTEGER);
-
 /** The sending device of every REST send: no real deviceId can contain '@'. */
 export const REST_SENDER_DEVICE_ID = '@rest';
 
 /** Most devices an e2e send may name: far above any real group's, low enough to bound the check. */
-export const MAX_RECIPIENT_DEVICES = 1_024;
+const MAX_RECIPIENT_DEVICES = 1_024;
 
 /**
  * `recipientDevices` of an e2e send (socket and REST): the `userId/deviceId` pairs whose
  * keys the client sealed the message key to (a deviceId has no '/', so the last one splits).
  */
 export const recipientDevicesSchema = z
-  .array(
-    z.string({ error: 'must be a string' }).regex(/^\P{Cc}{1,128}\/[A-Za-z0-9_-]{1,64}$/u, 'must be userId/deviceId'),
-    { error: 'must be an array of userId/deviceId strings' },
-  )
+  .array(z.string({ error: 'must be a string' }).regex(USER_DEVICE, 'must be userId/deviceId'), {
+    error: 'must be an array of userId/deviceId strings',
+  })
   .max(MAX_RECIPIENT_DEVICES, `at most ${MAX_RECIPIENT_DEVICES} devices`)
   .describe(
     'e2e conversations only: the userId/deviceId pairs the message key was sealed to. When they differ from the ' +
@@ -41,21 +39,15 @@ export const recipientDevicesSchema = z
   );
 
 export const sendMessageBody = z.object({
-  clientMsgId: z
-    .string({ error: 'must be a string' })
-    .regex(CLIENT_ID, 'must match ^[A-Za-z0-9_-]{1,64}$')
-    .describe('makes the send idempotent per sender: resending it returns the original (200, duplicate: true)'),
+  clientMsgId: clientMsgIdSchema.describe(
+    'makes the send idempotent per sender: resending it returns the original (200, duplicate: true)',
+  ),
   body: z.string({ error: 'must be a string' }).optional().describe('text, for server-encrypted conversations'),
   ciphertext: z
     .string({ error: 'must be a base64 string' })
     .optional()
     .describe('base64 of the end-to-end encrypted bytes, for e2e conversations'),
-  contentType: z
-    .string({ error: 'must be a string' })
-    .max(255)
-    .regex(CONTENT_TYPE, 'must be a MIME type like text/plain')
-    .optional()
-    .describe('default text/plain'),
+  contentType: contentTypeSchema.optional().describe('default text/plain'),
   recipientDevices: recipientDevicesSchema.optional(),
   senderId: userIdSchema
     .optional()
@@ -69,7 +61,7 @@ export const historyQuery = z.object({
   userId: actingUserSchema,
 });
 
-export const messageSchema = z
+const messageSchema = z
   .object({
     id: z.string().describe('UUID'),
     conversationId: z.string(),

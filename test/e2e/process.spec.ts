@@ -51,12 +51,29 @@ describe('the built service as a process', () => {
       } finally {
         service.child.kill('SIGKILL');
       }
-      const lines = service
-        .output()
+      // Every line on stdout is one pino JSON record: a plain-text line would break log shipping.
+      const records = service
+        .stdout()
         .split('\n')
-        .filter((line) => line.startsWith('{'));
-      expect(lines.length).toBeGreaterThan(0);
-      for (const line of lines) expect(() => JSON.parse(line) as unknown).not.toThrow();
+        .filter((line) => line !== '')
+        .map((line) => {
+          try {
+            return JSON.parse(line) as Record<string, unknown>;
+          } catch {
+            throw new Error(`a line on stdout is not JSON: ${line}`);
+          }
+        });
+      for (const record of records) {
+        expect(record, JSON.stringify(record)).toMatchObject({
+          level: expect.any(Number),
+          time: expect.any(Number),
+          pid: expect.any(Number),
+          msg: expect.any(String),
+        });
+      }
+      const messages = records.map((record) => record.msg);
+      expect(messages).toContainEqual(expect.stringMatching(/^listening on http:\/\//));
+      expect(messages).toContain('SIGTERM: shutting down');
       expect(service.output()).not.toContain(env.JWT_SECRET);
     });
   });

@@ -22,13 +22,13 @@ const MAX_PAYLOAD_BYTES = 4_096;
 const PUSH_TYPES = new Set(['alert', 'background', 'voip', 'complication', 'fileprovider', 'mdm', 'liveactivity']);
 
 /** A scripted answer: a status and, for errors, APNs' `reason`. */
-export interface ApnsReply {
+interface ApnsReply {
   status: number;
   reason?: string;
 }
 
 /** One request the server received, with what it answered. */
-export interface RecordedPush {
+interface RecordedPush {
   token: string;
   headers: Record<string, string>;
   /** The parsed JSON body (undefined if it was not JSON). */

@@ -16,9 +16,9 @@ import { userId } from './fixtures.js';
 import { httpCall } from './http.js';
 
 /** Short backoff, so that a healed network is used again within half a second. */
-export const FAST_RECONNECT = { minDelayMs: 50, maxDelayMs: 500 } as const;
+const FAST_RECONNECT = { minDelayMs: 50, maxDelayMs: 500 } as const;
 
-export function sleep(ms: number): Promise<void> {
+function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
@@ -38,7 +38,7 @@ export async function waitFor(
 }
 
 /** `promise`, or a failure naming `what` (evaluated at the deadline) after `timeoutMs`. */
-export async function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: () => string): Promise<T> {
+async function withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: () => string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms: ${what()}`)), timeoutMs);
@@ -118,7 +118,7 @@ export class ClientPool {
 }
 
 /** Creates a direct conversation of `creator` and `other` over REST; returns its id. */
-export async function createDirectConversation(baseUrl: string, creator: string, other: string): Promise<string> {
+async function createDirectConversation(baseUrl: string, creator: string, other: string): Promise<string> {
   const reply = await httpCall(baseUrl, 'POST', '/v1/conversations', await mintToken(creator), {
     kind: 'direct',
     memberIds: [other],

@@ -13,7 +13,7 @@ import { jwtVerify } from 'jose';
 import { selfSignedCertificate } from './tls.js';
 import { waitForCount } from './wait-for-count.js';
 
-export const FCM_TEST_PROJECT = 'chat-test-1234';
+const FCM_TEST_PROJECT = 'chat-test-1234';
 const CLIENT_EMAIL = `push@${FCM_TEST_PROJECT}.iam.gserviceaccount.com`;
 const SCOPE = 'https://www.googleapis.com/auth/firebase.messaging';
 const STATUS_BY_CODE: Record<number, string> = {
@@ -27,7 +27,7 @@ const STATUS_BY_CODE: Record<number, string> = {
 };
 
 /** A scripted answer to a send: a status, FCM's errorCode, a Retry-After in seconds. */
-export interface FcmReply {
+interface FcmReply {
   status: number;
   errorCode?: string;
   retryAfterSec?: number;
@@ -48,7 +48,7 @@ export interface RecordedFcmSend {
 }
 
 /** One grant the token endpoint received. */
-export interface RecordedGrant {
+interface RecordedGrant {
   /** The assertion verified (signature, iss, aud, scope, lifetime). */
   valid: boolean;
   problem?: string;

@@ -20,7 +20,7 @@ export interface PushTestApp extends TestApp {
 }
 
 /** Short timings for tests; `ca` trusts the stand-ins' certificates. */
-export function testPushOptions(standIns: PushStandIns, options: Partial<PushOptions> = {}): Partial<PushOptions> {
+function testPushOptions(standIns: PushStandIns, options: Partial<PushOptions> = {}): Partial<PushOptions> {
   const ca = [standIns.apns, standIns.fcm, standIns.webPush].flatMap((standIn) => (standIn ? [standIn.cert] : []));
   return { graceMs: 400, attempts: 4, backoffMs: 100, requestTimeoutMs: 2_000, ca, ...options };
 }

@@ -7,7 +7,10 @@ const MAIN = join(PROJECT_ROOT, 'dist', 'main.js');
 
 export interface ServiceProcess {
   child: ChildProcess;
+  /** stdout and stderr, interleaved as they arrived. */
   output(): string;
+  /** stdout alone: where the service's logs go. */
+  stdout(): string;
   /** Resolves with the exit code (or the signal's name) within `timeoutMs`, else rejects. */
   exited(timeoutMs: number): Promise<number | string>;
 }
@@ -21,7 +24,11 @@ export function spawnService(env: Record<string, string>): ServiceProcess {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  let stdout = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+    stdout += chunk.toString();
+  });
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | string>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
@@ -29,6 +36,7 @@ export function spawnService(env: Record<string, string>): ServiceProcess {
   return {
     child,
     output: () => output,
+    stdout: () => stdout,
     exited: (timeoutMs) =>
       Promise.race([
         exit,

@@ -7,7 +7,7 @@ interface Pair {
   targetPort: number;
 }
 
-export interface RandomCuts {
+interface RandomCuts {
   /** Resolves with the number of cuts made once all are done (or `stop()` was called). */
   done: Promise<number>;
   stop(): void;

@@ -24,13 +24,13 @@ export interface BrowserSubscription {
   keys: { p256dh: string; auth: string };
 }
 
-export interface WebPushReply {
+interface WebPushReply {
   status: number;
   retryAfterSec?: number;
 }
 
 /** One message the push service received, with what it answered. */
-export interface RecordedWebPush {
+interface RecordedWebPush {
   /** The subscription's id (the endpoint's last segment). */
   id: string;
   headers: Record<string, string>;
@@ -70,7 +70,7 @@ const hkdf = (ikm: Buffer, salt: Buffer, info: Buffer, length: number) =>
  * Decrypts an aes128gcm body (RFC 8188 framing) sent to a subscription (RFC 8291):
  * header salt(16) ‖ rs(4) ‖ idlen(1) ‖ keyid = the sender's ephemeral public key.
  */
-export function decryptAes128gcm(body: Buffer, receiver: ECDH, authSecret: Buffer): Buffer {
+function decryptAes128gcm(body: Buffer, receiver: ECDH, authSecret: Buffer): Buffer {
   if (body.length < 21) throw new Error('body shorter than the aes128gcm header');
   const salt = body.subarray(0, 16);
   const recordSize = body.readUInt32BE(16);

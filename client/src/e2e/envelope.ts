@@ -24,12 +24,12 @@ import sodium from 'libsodium-wrappers';
  * `crypto_box_seal_open` opens it.
  */
 
-export const ENVELOPE_VERSION = 1;
-export const NONCE_BYTES = 24;
-export const MESSAGE_KEY_BYTES = 32;
+const ENVELOPE_VERSION = 1;
+const NONCE_BYTES = 24;
+const MESSAGE_KEY_BYTES = 32;
 /** crypto_box_seal of a 32-byte key: ephemeral public key (32) + key (32) + MAC (16). */
 export const SEALED_KEY_BYTES = 80;
-export const TAG_BYTES = 16;
+const TAG_BYTES = 16;
 /** version + nonce + recipient count */
 export const HEADER_BYTES = 1 + NONCE_BYTES + 2;
 const AAD_LABEL = 'msgsvc-e2e/1';
@@ -59,7 +59,7 @@ export interface DeviceKeyPair {
 export type RandomBytes = (length: number) => Uint8Array;
 
 /** Why an envelope did not open. */
-export class EnvelopeError extends Error {
+class EnvelopeError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'EnvelopeError';
