@@ -26,7 +26,7 @@ const round = (value, digits = 0) =>
  * message (~0.5 KB) each is ~12 MB/min, one socket's state (~10 KB) per reconnect ~2.4
  * MB/min, one handle per reconnect 240/min.
  */
-export const SOAK_LIMITS = {
+const SOAK_LIMITS = {
   rssMiB: { perMinute: 2, unit: 'MB' },
   heapAfterGcMiB: { perMinute: 1, unit: 'MB' },
   loopP99Ms: { perMinute: 1, unit: 'ms' },

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { DEFAULTS, ROOT } from './local-services.mjs';
 
 export const root = ROOT;
-export const devDir = DEFAULTS.localDir;
+const devDir = DEFAULTS.localDir;
 const secretsFile = join(devDir, 'secrets.json');
 
 /** Reads the dev secrets, generating them on first use. Returns { values, created }. */

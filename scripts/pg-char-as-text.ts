@@ -16,7 +16,7 @@ export interface RowDescription {
 }
 
 /** A `"char"` value is a single character sent as text; telling the adapter "text" is exact. */
-export function describeCharAsText(message: RowDescription): void {
+function describeCharAsText(message: RowDescription): void {
   message.fields = message.fields.map((field) =>
     field.dataTypeID === PG_CHAR_OID ? { ...field, dataTypeID: PG_TEXT_OID } : field,
   );

@@ -14,7 +14,8 @@ export interface ConversationAccess {
   readSeq: number;
 }
 
-export interface ConversationRecord {
+/** What every view of a conversation carries. */
+interface ConversationFields {
   id: string;
   kind: ConversationKind;
   title: string | null;
@@ -22,18 +23,14 @@ export interface ConversationRecord {
   lastSeq: number;
   createdAt: Date;
   lastActivityAt: Date;
+}
+
+export interface ConversationRecord extends ConversationFields {
   members: { userId: string; role: MemberRole; readSeq: number; joinedAt: Date }[];
 }
 
 /** A conversation in a member's list: no member list, the member's own read mark. */
-export interface ConversationSummary {
-  id: string;
-  kind: ConversationKind;
-  title: string | null;
-  encryption: EncryptionMode;
-  lastSeq: number;
-  createdAt: Date;
-  lastActivityAt: Date;
+export interface ConversationSummary extends ConversationFields {
   readSeq: number;
 }
 

@@ -7,7 +7,7 @@ export type Platform = 'ios' | 'android' | 'web';
 export type ApnsEnvironment = 'sandbox' | 'production';
 
 /** A browser's PushSubscription (its `toJSON()`), as a web device registers it. */
-export interface WebPushSubscription {
+interface WebPushSubscription {
   /** The push service URL this subscription's messages are posted to (https). */
   endpoint: string;
   /** base64url: the browser's P-256 public point (65 bytes) and its auth secret (16 bytes). */

@@ -5,7 +5,7 @@ import type { WireMessage } from '@messaging-service/client/protocol';
 import type { ConversationKey, Sealed, StoredMessage } from './message-store.types.js';
 
 /** The generation of the conversation data key new messages are sealed with. */
-export const DATA_KEY_GENERATION = 1;
+const DATA_KEY_GENERATION = 1;
 
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 const utf8Encoder = new TextEncoder();

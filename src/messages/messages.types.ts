@@ -1,3 +1,5 @@
+import type { HistoryRequest, SendPayload } from '@messaging-service/client/protocol';
+
 /** Who is sending: a user's device (socket), or a service/app over REST. */
 export interface Sender {
   userId: string;
@@ -6,20 +8,8 @@ export interface Sender {
   socketId?: string;
 }
 
-/** A send as the edges hand it over, validated for shape (messages.schemas, event.schemas). */
-export interface SendInput {
-  conversationId: string;
-  clientMsgId: string;
-  body?: string;
-  ciphertext?: string;
-  contentType?: string;
-  /** e2e only: the devices the client sealed to, checked against the current ones. */
-  recipientDevices?: string[];
-}
+/** A send as either edge hands it over: the wire's payload, validated for shape. */
+export type SendInput = SendPayload;
 
-export interface HistoryInput {
-  conversationId: string;
-  beforeSeq?: number;
-  afterSeq?: number;
-  limit?: number;
-}
+/** A history read as either edge hands it over. */
+export type HistoryInput = HistoryRequest;

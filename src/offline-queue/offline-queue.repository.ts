@@ -32,7 +32,7 @@ const SCRIPTS = {
   peekSynced: luaScript(import.meta.url, 'peek-synced.lua'),
 };
 
-export interface AckedEntry {
+interface AckedEntry {
   messageId: string;
   conversationId: string;
   seq: number;

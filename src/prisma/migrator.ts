@@ -67,7 +67,7 @@ export function defaultMigrationsDir(): string {
 }
 
 /** Prisma's checksum: sha256 of the file's bytes, lowercase hex. */
-export function migrationChecksum(script: string): string {
+function migrationChecksum(script: string): string {
   return createHash('sha256').update(script, 'utf8').digest('hex');
 }
 

@@ -6,6 +6,7 @@ import { ServiceAccountTokens, TokenGrantError } from './fcm-tokens.js';
 import { PushHttp, type HttpReply } from './push-http.js';
 import { pushData } from './push.payload.js';
 import {
+  networkFailure,
   retryAfterMs,
   type PushFailureKind,
   type PushNotice,
@@ -125,12 +126,7 @@ export class FcmClient implements PushProvider<AndroidAddress> {
         JSON.stringify(this.messageFor(address, notice)),
       );
     } catch (error) {
-      return {
-        ok: false,
-        kind: 'retry',
-        reason: 'network',
-        detail: error instanceof Error ? error.message : String(error),
-      };
+      return networkFailure(error);
     }
     if (reply.status === 200) return { ok: true };
     const reason = fcmReasonOf(reply);

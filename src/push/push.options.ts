@@ -47,7 +47,7 @@ export interface PushOptions {
   ca?: string[];
 }
 
-export const DEFAULT_PUSH_OPTIONS: Readonly<PushOptions> = Object.freeze({
+const DEFAULT_PUSH_OPTIONS: Readonly<PushOptions> = Object.freeze({
   graceMs: 2_000,
   attempts: 8,
   backoffMs: 1_000,

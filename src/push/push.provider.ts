@@ -56,6 +56,16 @@ export interface PushProvider<A extends PushAddress> {
   close(): Promise<void>;
 }
 
+/** No answer came (connection refused, reset, timed out): worth another try. */
+export function networkFailure(error: unknown): PushResult {
+  return {
+    ok: false,
+    kind: 'retry',
+    reason: 'network',
+    detail: error instanceof Error ? error.message : String(error),
+  };
+}
+
 /** `Retry-After` (delta-seconds or an HTTP-date) in ms from `now`; undefined when absent or unreadable. */
 export function retryAfterMs(header: string | string[] | undefined, now = Date.now()): number | undefined {
   const value = Array.isArray(header) ? header[0] : header;

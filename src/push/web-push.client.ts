@@ -6,6 +6,7 @@ import type { PushAddress } from '../devices/devices.repository.js';
 import { PushHttp, type HttpReply } from './push-http.js';
 import { pushData } from './push.payload.js';
 import {
+  networkFailure,
   retryAfterMs,
   type PushFailureKind,
   type PushNotice,
@@ -79,12 +80,7 @@ export class WebPushClient implements PushProvider<WebAddress> {
     try {
       reply = await this.http.post(request.endpoint, request.headers, request.body);
     } catch (error) {
-      return {
-        ok: false,
-        kind: 'retry',
-        reason: 'network',
-        detail: error instanceof Error ? error.message : String(error),
-      };
+      return networkFailure(error);
     }
     if (reply.status >= 200 && reply.status < 300) return { ok: true };
     return {
