@@ -26,7 +26,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * }} options  `stopAt` on the `now` clock (default: performance.timeOrigin-based ms, as clock() in stats.mjs)
  * @returns {Promise<{ started: number, stuck: number }>} stuck: operations still in flight at the end
  */
-async function closedLoop({
+export async function closedLoop({
   lanes,
   window,
   start,

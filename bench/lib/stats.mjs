@@ -1,7 +1,13 @@
-// Statistics shared by the load workers and the orchestrator: latencies kept in HDR
-// histograms (hdr-histogram-js), whose percentiles cover every sample, in
+// Statistics shared by the load workers and the orchestrator: one clock, and latencies
+// kept in HDR histograms (hdr-histogram-js), whose percentiles cover every sample, in
 // constant memory, and merge across processes without resampling.
 import hdr from 'hdr-histogram-js';
+import { performance } from 'node:perf_hooks';
+
+/** Milliseconds on a clock every process of this machine shares (sub-millisecond precision). */
+export function clock() {
+  return performance.timeOrigin + performance.now();
+}
 
 const round = (value) => Math.round(value * 1000) / 1000;
 
@@ -10,7 +16,7 @@ const round = (value) => Math.round(value * 1000) / 1000;
  * (a percentile is within 0.1% of the exact one), from 1 µs up (the range grows as needed).
  * Crosses process boundaries as `encode()`'s compressed string.
  */
-class LatencyHistogram {
+export class LatencyHistogram {
   constructor() {
     this.histogram = hdr.build({ lowestDiscernibleValue: 1, numberOfSignificantValueDigits: 3 });
   }
