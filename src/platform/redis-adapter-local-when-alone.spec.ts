@@ -8,25 +8,13 @@ import { Server } from 'socket.io';
 import { io as connectClient, type Socket as ClientSocket } from 'socket.io-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
+import { unreachableRedis } from '../../test/support/redis-doubles.js';
 import { observeSubscribePromises } from './ioredis-subscribe-promises.js';
 import { skipRedisWhenAlone } from './redis-adapter-local-when-alone.js';
 import { publishSafely } from './redis-adapter-publish-safely.js';
 
 type AdapterFactory = ReturnType<typeof createAdapter>;
 type BroadcastOptions = Parameters<RedisAdapter['broadcast']>[1];
-
-/** A real ioredis client that rejects every command at once, as while Redis is down. */
-function unreachableRedis(): Redis {
-  const client = new Redis({
-    host: '127.0.0.1',
-    port: 1,
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    retryStrategy: () => null,
-  });
-  client.on('error', () => undefined);
-  return client;
-}
 
 /** The channels the adapter publishes to, through a client that records them. */
 function recordingPublisher(client: Redis): { client: Redis; channels: string[] } {

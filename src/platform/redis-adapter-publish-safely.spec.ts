@@ -3,24 +3,9 @@ import { Redis } from 'ioredis';
 import { Server } from 'socket.io';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { unreachableRedis, watchHandlers } from '../../test/support/redis-doubles.js';
 import { observeSubscribePromises } from './ioredis-subscribe-promises.js';
 import { publishSafely } from './redis-adapter-publish-safely.js';
-
-/**
- * A real ioredis client with nowhere to go: every command is rejected at once (no
- * offline queue) instead of waiting, as while Redis is down.
- */
-function unreachableRedis(): Redis {
-  const client = new Redis({
-    host: '127.0.0.1',
-    port: 1,
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    retryStrategy: () => null,
-  });
-  client.on('error', () => undefined);
-  return client;
-}
 
 interface Publish {
   args: unknown[];
@@ -36,13 +21,7 @@ function recordingPublishes(client: Redis): { client: Redis; publishes: Publish[
       if (property === 'publish') {
         return (...args: unknown[]) => {
           const promise = (target.publish as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-          let observed = false;
-          const then = promise.then.bind(promise);
-          promise.then = ((...handlers: Parameters<typeof then>) => {
-            observed = true;
-            return then(...handlers);
-          }) as typeof promise.then;
-          publishes.push({ args, promise, observed: () => observed });
+          publishes.push({ args, promise, observed: watchHandlers(promise) });
           return promise;
         };
       }

@@ -49,22 +49,26 @@ async function until(condition: () => boolean): Promise<void> {
   }
 }
 
+/** A fresh loopback pair for each test of the enclosing describe, closed after it. */
+function useLoopbackPair(): Awaited<ReturnType<typeof loopbackPair>> {
+  const current = {} as Awaited<ReturnType<typeof loopbackPair>>;
+  beforeEach(async () => {
+    Object.assign(current, await loopbackPair());
+  });
+  afterEach(async () => {
+    current.client.destroy();
+    await new Promise((resolve) => current.server.close(resolve));
+  });
+  return current;
+}
+
 // What coalesceWrites relies on, pinned so that a Node, ws or ioredis upgrade that changes
 // it fails here: cork() holds writes until as many uncork() calls, then sends them in one
 // writev; ws and ioredis write through the socket's own `write` property (so the
 // replacement is what they call), ws on the socket the HTTP server's `upgrade` hands out,
 // ioredis on `stream` by the time it emits `connect`.
 describe('the socket surface coalesceWrites relies on', () => {
-  let pair: Awaited<ReturnType<typeof loopbackPair>>;
-
-  beforeEach(async () => {
-    pair = await loopbackPair();
-  });
-
-  afterEach(async () => {
-    pair.client.destroy();
-    await new Promise((resolve) => pair.server.close(resolve));
-  });
+  const pair = useLoopbackPair();
 
   it('sends what a corked socket was given in one writev once uncorked', async () => {
     const counts = countFlushes(pair.client);
@@ -152,16 +156,7 @@ describe('the socket surface coalesceWrites relies on', () => {
 });
 
 describe('coalesceWrites', () => {
-  let pair: Awaited<ReturnType<typeof loopbackPair>>;
-
-  beforeEach(async () => {
-    pair = await loopbackPair();
-  });
-
-  afterEach(async () => {
-    pair.client.destroy();
-    await new Promise((resolve) => pair.server.close(resolve));
-  });
+  const pair = useLoopbackPair();
 
   it('sends the writes of one tick, promise continuations included, as one writev, in order', async () => {
     coalesceWrites(pair.client);

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { observeSubscribePromises, RESUBSCRIBE_COMMANDS } from '../../src/platform/ioredis-subscribe-promises.js';
 import { useTestRedisDb } from '../support/databases.js';
+import { watchHandlers } from '../support/redis-doubles.js';
 
 type Command = (typeof RESUBSCRIBE_COMMANDS)[number];
 
@@ -29,13 +30,7 @@ function recordCalls(client: Redis, onCall: (call: Call) => void = () => undefin
       configurable: true,
       value: (...args: unknown[]) => {
         const promise = original(...args);
-        let observed = false;
-        const then = promise.then.bind(promise);
-        promise.then = ((...handlers: Parameters<typeof then>) => {
-          observed = true;
-          return then(...handlers);
-        }) as typeof promise.then;
-        const call = { name, args, promise, observed: () => observed };
+        const call = { name, args, promise, observed: watchHandlers(promise) };
         calls.push(call);
         onCall(call);
         return promise;
