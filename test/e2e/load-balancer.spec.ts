@@ -96,6 +96,9 @@ describe('two instances behind the load balancer of deploy/nginx.conf', () => {
     for (const user of users) landed.push(await clientOn(lb.url, user, { transports: ['websocket'] }));
     expect(await Promise.all(ports.map(socketConnections)), 'least_conn: three on each instance').toEqual([3, 3]);
 
+    // Each instance's own figures are not served through the balancer.
+    expect((await fetch(`${lb.url}/metrics`)).status).toBe(404);
+
     const sender = landed.find(([, instance]) => instance === 0)![0];
     const receiver = landed.find(([, instance]) => instance === 1)![0];
     const sent = dataOf(
@@ -108,7 +111,7 @@ describe('two instances behind the load balancer of deploy/nginx.conf', () => {
     expect((await sender.waitForMessages(1))[0]).toEqual(reply.message);
   });
 
-  it('keeps polling-only clients on one instance, so that they connect and exchange messages', async () => {
+  it('keeps polling clients, and their upgrade to websocket, on one instance, so that they connect and exchange messages', async () => {
     const lb = await balancer();
     const [alice, bob, carol] = [userId('alice'), userId('bob'), userId('carol')];
     const conversationId = await conversationOf(lb, [alice, bob, carol]);
@@ -136,10 +139,29 @@ describe('two instances behind the load balancer of deploy/nginx.conf', () => {
       expect((await pollingBob.waitForMessages(index + 2))[index + 1]).toEqual(message);
     }
 
-    // Every polling request went to one instance: the address hash of the sticky group.
-    const polling = lb.accessLog().filter((line) => line.includes('transport=polling'));
-    expect(polling.length).toBeGreaterThan(4);
-    expect(new Set(polling.map((line) => line.split(' ')[1])).size, polling.join('\n')).toBe(1);
+    // A browser's default: polling first, then the upgrade (transport=websocket with the
+    // sid), which must reach the same instance too.
+    const dave = userId('dave');
+    const [upgraded, daveOn] = await clientOn(lb.url, dave, { transports: ['polling', 'websocket'] });
+    expect(daveOn, 'the same address, so the same instance as the other polling clients').toBe(aliceOn);
+    const deadline = Date.now() + 10_000;
+    while (upgraded.socket.io.engine.transport.name !== 'websocket') {
+      if (Date.now() > deadline) throw new Error('no upgrade to websocket within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // nginx logs the upgraded request (status 101, Switching Protocols) when it closes.
+    upgraded.close();
+    const upgradeLogged = () => lb.accessLog().some((line) => /transport=websocket&.*sid=.* 101$/.test(line));
+    while (!upgradeLogged()) {
+      if (Date.now() > deadline) throw new Error(`no upgrade in the access log:\n${lb.accessLog().join('\n')}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+
+    // Every request of a polling session (the upgrade included) went to one instance: the
+    // address hash of the sticky group.
+    const sticky = lb.accessLog().filter((line) => line.includes('transport=polling') || line.includes('sid='));
+    expect(sticky.length).toBeGreaterThan(4);
+    expect(new Set(sticky.map((line) => line.split(' ')[1])).size, sticky.join('\n')).toBe(1);
   });
 
   it('fails polling clients without the stickiness (the sticky group turned round-robin)', async () => {
