@@ -4,7 +4,7 @@ import type { SendData } from '@messaging-service/client/protocol';
 import { testEnvironment } from '../support/app.js';
 import { connect, dataOf, mintToken, type TestClient } from '../support/clients.js';
 import { userId } from '../support/fixtures.js';
-import { freePort } from '../support/free-port.js';
+import { freePort, freePorts } from '../support/free-port.js';
 import { httpCall } from '../support/http.js';
 import { installNginx, renderLbConfig, startNginx, type NginxProcess } from '../support/nginx.js';
 import { pollStatus, spawnService, type ServiceProcess } from '../support/service-process.js';
@@ -49,7 +49,7 @@ describe('two instances behind the load balancer of deploy/nginx.conf', () => {
     return [c, landed];
   };
 
-  /** A group of `names` created through the balancer by the first of them. */
+  /** A group of `users` created through the balancer by the first of them. */
   const conversationOf = async (lb: NginxProcess, users: string[]) => {
     const reply = await httpCall(lb.url, 'POST', '/v1/conversations', await mintToken(users[0]), {
       kind: 'group',
@@ -64,7 +64,8 @@ describe('two instances behind the load balancer of deploy/nginx.conf', () => {
     // Two processes of the built service on one database and one Redis, as in compose.
     const environment = await testEnvironment();
     dropDatabase = environment.dropDatabase;
-    ports = [await freePort(), await freePort()];
+    const [first, second] = await freePorts(2);
+    ports = [first, second];
     for (const port of ports) services.push(spawnService({ ...environment.env, PORT: String(port) }));
     for (const [index, port] of ports.entries()) {
       const status = await pollStatus(`http://127.0.0.1:${port}/health/ready`, (s) => s === 200, 30_000);
