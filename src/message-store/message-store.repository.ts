@@ -44,6 +44,8 @@ interface HeadRow {
   id: string;
   last_seq: string;
   at: Date;
+  /** The activity time before this batch: when the previous message was committed. */
+  previous_at: Date;
   encryption: 'server' | 'e2e';
   wrapped_key: Uint8Array;
   key_version: number;
@@ -75,7 +77,13 @@ export interface Head {
  * was rolled back and used no seq.
  */
 export type BatchResult =
-  { kind: 'stored'; stored: StoredMessage[]; existing: StoredMessage[]; heads: Map<string, Head> } | { kind: 'clash' };
+  | {
+      kind: 'stored';
+      stored: (StoredMessage & { previousAt: number })[];
+      existing: StoredMessage[];
+      heads: Map<string, Head>;
+    }
+  | { kind: 'clash' };
 
 /** Inside a transaction: roll back, then answer `clash`. */
 class Clash extends Error {}
@@ -131,7 +139,9 @@ export class MessageStoreRepository {
    * message with its seq and the key read under the lock, and one multi-row INSERT
    * stores them. With `lookForResends`, the sender's already-stored clientMsgIds are
    * found first (they take no seq and come back in `existing`); without, meeting one
-   * is a `clash`, as is a concurrent writer's duplicate or a deadlock.
+   * is a `clash`, as is a concurrent writer's duplicate or a deadlock. Each stored
+   * message comes with `previousAt`: when its conversation's previous message was
+   * committed (see SeqMerge, which orders live messages across instances by it).
    */
   async insertBatch(
     batch: readonly NewMessage[],
@@ -151,16 +161,25 @@ export class MessageStoreRepository {
         const { rows: heads } = await sql.query<HeadRow>({
           name: 'messages.batchNextSeq',
           text: `WITH locked AS (
-                   SELECT id FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+                   SELECT id, last_activity_at FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
                  )
                  ${ADVANCE('unnest($1::uuid[], $2::int[]) AS v(id, n), locked', 'AND locked.id = v.id')}
-                 RETURNING c.id, c.last_seq, c.last_activity_at AS at, c.encryption, c.wrapped_key, c.key_version`,
+                 RETURNING c.id, c.last_seq, c.last_activity_at AS at, locked.last_activity_at AS previous_at,
+                           c.encryption, c.wrapped_key, c.key_version`,
           values: [ids, ids.map((id) => counts.get(id) ?? 0)],
         });
         const position = new Map(
           heads.map((row) => {
             const n = counts.get(row.id) ?? 1;
-            return [row.id, { seq: Number(row.last_seq) - n, at: row.at.getTime() - (n - 1), key: keyOfHead(row) }];
+            return [
+              row.id,
+              {
+                seq: Number(row.last_seq) - n,
+                at: row.at.getTime() - (n - 1),
+                previousAt: row.previous_at.getTime(),
+                key: keyOfHead(row),
+              },
+            ];
           }),
         );
         const rows = fresh.map((message) => {
@@ -168,8 +187,10 @@ export class MessageStoreRepository {
           if (!at) throw new Error(`conversation ${message.conversationId} vanished while storing`);
           at.seq += 1;
           const createdAt = new Date(at.at);
+          const { previousAt } = at;
+          at.previousAt = at.at;
           at.at += 1;
-          return { message, seq: at.seq, createdAt, key: at.key, sealed: seal(message, at.seq, at.key) };
+          return { message, seq: at.seq, createdAt, previousAt, key: at.key, sealed: seal(message, at.seq, at.key) };
         });
         const inserted = await sql.query({
           name: 'messages.batchInsert',
@@ -182,7 +203,14 @@ export class MessageStoreRepository {
         if (inserted.rowCount !== rows.length) throw new Clash();
         return {
           kind: 'stored',
-          stored: rows.map((r) => ({ ...r.message, seq: r.seq, ...r.sealed, createdAt: r.createdAt, key: r.key })),
+          stored: rows.map((r) => ({
+            ...r.message,
+            seq: r.seq,
+            ...r.sealed,
+            createdAt: r.createdAt,
+            key: r.key,
+            previousAt: r.previousAt,
+          })),
           existing,
           heads: new Map(heads.map((row) => [row.id, { lastSeq: Number(row.last_seq), key: keyOfHead(row) }])),
         } as const;

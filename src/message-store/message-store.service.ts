@@ -16,7 +16,7 @@ interface Pending {
 
 /** What one step stored (with each message's live place) and found already stored. */
 interface Settled {
-  stored: { pending: Pending; row: StoredMessage; live: LiveSlot }[];
+  stored: { pending: Pending; row: StoredMessage; live: LiveSlot; previousAt: number | null }[];
   existing: { pending: Pending; row: StoredMessage }[];
 }
 
@@ -141,8 +141,8 @@ export class MessageStore {
       else pending.resolve(outcome);
     };
     const settleAll = (settled: Settled) => {
-      for (const { pending, row, live } of settled.stored) {
-        settle(pending, { kind: 'stored', message: this.codec.toWire(row, pending.content), live });
+      for (const { pending, row, live, previousAt } of settled.stored) {
+        settle(pending, { kind: 'stored', message: this.codec.toWire(row, pending.content), live, previousAt });
       }
       for (const { pending, row } of settled.existing) settle(pending, this.duplicateOf(row));
     };
@@ -225,7 +225,9 @@ export class MessageStore {
         settled.missed.push(pending);
         continue;
       }
-      settled.stored.push({ pending, live, row: { ...message, seq, ...sealed, createdAt, key } });
+      // This instance stored the previous message too (the head was its own): that one
+      // took its live place first.
+      settled.stored.push({ pending, live, row: { ...message, seq, ...sealed, createdAt, key }, previousAt: null });
     }
     return settled;
   }
@@ -264,10 +266,11 @@ export class MessageStore {
       for (const [conversationId, head] of result.heads) this.remember(conversationId, head);
       const byKey = new Map(batch.map((pending) => [resendKey(pending.message), pending]));
       return {
-        stored: result.stored.map((row) => ({
+        stored: result.stored.map(({ previousAt, ...row }) => ({
           pending: byId.get(row.id) as Pending,
           row,
           live: live.get(row.id) as LiveSlot,
+          previousAt,
         })),
         existing: result.existing.map((row) => ({ pending: byKey.get(resendKey(row)) as Pending, row })),
       };
@@ -284,8 +287,8 @@ export class MessageStore {
     try {
       const settled = await this.storeInTransaction([pending], [true]);
       if (settled?.stored[0]) {
-        const { row, live } = settled.stored[0];
-        return { kind: 'stored', message: this.codec.toWire(row, pending.content), live };
+        const { row, live, previousAt } = settled.stored[0];
+        return { kind: 'stored', message: this.codec.toWire(row, pending.content), live, previousAt };
       }
       if (settled?.existing[0]) return this.duplicateOf(settled.existing[0].row);
       const winner = await this.repository.findByClientMsgId(pending.message.senderId, pending.message.clientMsgId);

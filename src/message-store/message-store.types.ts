@@ -40,13 +40,16 @@ export interface StoredMessage extends NewMessage, Sealed {
  * rejected promise means the store could not answer (PostgreSQL down and the like).
  *
  * - `stored`: committed now, under a new seq. `live` holds its place in the
- *   conversation's live-emit order: emit through it, or release it.
+ *   conversation's live-emit order: emit through it, or release it. `previousAt` is
+ *   when the conversation's previous message was committed (ms), or null when this
+ *   instance stored that one too (it took its live place first).
  * - `duplicate`: the sender's clientMsgId was already stored (earlier, by another
  *   instance, or earlier in the same batch); `message` is that message, which may
  *   belong to another conversation.
  */
 export type StoreOutcome =
-  { kind: 'stored'; message: WireMessage; live: LiveSlot } | { kind: 'duplicate'; message: WireMessage };
+  | { kind: 'stored'; message: WireMessage; live: LiveSlot; previousAt: number | null }
+  | { kind: 'duplicate'; message: WireMessage };
 
 /** A page of a conversation, ascending by seq, plus whether more lie in the paging direction. */
 export interface StoredPage {

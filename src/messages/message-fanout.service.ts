@@ -5,7 +5,7 @@ import { DeviceDirectory } from '../devices/device-directory.service.js';
 import { MessagingMetrics } from './messaging.metrics.js';
 import { OfflineQueueService } from '../offline-queue/offline-queue.service.js';
 import { PushService } from '../push/push.service.js';
-import { RealtimeService } from '../realtime/realtime.service.js';
+import { LiveStream } from './live-stream.service.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
 import type { DeviceRef } from '../devices/devices.types.js';
 import type { LiveSlot } from '../message-store/live-order.js';
@@ -34,7 +34,7 @@ export class MessageFanout {
     private readonly membership: MembershipService,
     private readonly directory: DeviceDirectory,
     private readonly queue: OfflineQueueService,
-    private readonly realtime: RealtimeService,
+    private readonly live: LiveStream,
     private readonly metrics: MessagingMetrics,
     private readonly push: PushService,
   ) {}
@@ -46,7 +46,7 @@ export class MessageFanout {
    * is issued and the live emit done (or held for seq order in `live`), not when Redis
    * answers. `live` is released if nothing is emitted.
    */
-  async afterCommit(message: WireMessage, sender: Sender, live: LiveSlot): Promise<void> {
+  async afterCommit(message: WireMessage, sender: Sender, live: LiveSlot, previousAt: number | null): Promise<void> {
     this.metrics.messagesStored.inc();
     let memberIds: string[];
     let recipients: DeviceRef[];
@@ -71,7 +71,7 @@ export class MessageFanout {
         score: Date.parse(message.createdAt),
       },
     );
-    live.emit(() => this.realtime.emitMessage(memberIds, message, sender.socketId));
+    live.emit(() => this.live.publish(message, memberIds, previousAt));
     // The sender's reply does not wait for Redis either (the message is committed; a
     // failed queue write is repaired from PostgreSQL): push and metrics follow the write.
     queued.then(

@@ -7,6 +7,7 @@ import { OfflineQueueModule } from '../offline-queue/offline-queue.module.js';
 import { PushModule } from '../push/push.module.js';
 import { DeliveryService } from './delivery.service.js';
 import { E2eRecipients } from './e2e-recipients.service.js';
+import { LiveStream } from './live-stream.service.js';
 import { MessageFanout } from './message-fanout.service.js';
 import { MessagesController } from './messages.controller.js';
 import { MessagesService } from './messages.service.js';
@@ -15,7 +16,7 @@ import { MessagingMetrics } from './messaging.metrics.js';
 @Module({
   imports: [ConversationsModule, DevicesModule, MessageStoreModule, OfflineQueueModule, PushModule],
   controllers: [MessagesController],
-  providers: [MessagesService, MessageFanout, DeliveryService, E2eRecipients, MessagingMetrics],
+  providers: [MessagesService, MessageFanout, LiveStream, DeliveryService, E2eRecipients, MessagingMetrics],
   exports: [MessagesService, DeliveryService, MessagingMetrics],
 })
 export class MessagesModule {}

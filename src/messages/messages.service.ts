@@ -69,7 +69,7 @@ export class MessagesService {
         return { message: stored.message, duplicate: true };
       case 'stored':
         try {
-          await this.fanout.afterCommit(stored.message, sender, stored.live);
+          await this.fanout.afterCommit(stored.message, sender, stored.live, stored.previousAt);
         } finally {
           // The fan-out emits through it; whatever happened there, it never holds the line.
           stored.live.release();

@@ -13,6 +13,7 @@ export class MessagingMetrics {
   readonly connections: Gauge;
   readonly slowConsumerDisconnects: Counter;
   readonly requestDuration: Histogram<'event' | 'outcome'>;
+  readonly liveReordered: Counter<'event'>;
 
   constructor(metrics: MetricsService) {
     const registers = [metrics.registry];
@@ -40,6 +41,15 @@ export class MessagingMetrics {
       help: 'Socket.IO request latency by event and outcome (ok or error code)',
       labelNames: ['event', 'outcome'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.liveReordered = new Counter({
+      name: 'live_messages_reordered_total',
+      help:
+        'Live messages put back into seq order across instances: held (waited for an earlier seq), ' +
+        'filled (read back from PostgreSQL for a lost or slow publish), skipped (a gap storage did not give), ' +
+        'late (arrived after it was filled or skipped; dropped)',
+      labelNames: ['event'],
       registers,
     });
   }

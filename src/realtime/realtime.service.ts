@@ -33,12 +33,17 @@ export class RealtimeService {
     this.namespace = namespace;
   }
 
-  /** Delivers a message live to every socket of these users, except the sending socket. */
-  emitMessage(userIds: readonly string[], message: WireMessage, exceptSocketId?: string): void {
+  /**
+   * Delivers a message live to this instance's sockets of these users but the sending
+   * device's. Messages cross instances on their own channel, in seq order (LiveStream),
+   * not through the adapter.
+   */
+  emitMessageHere(userIds: readonly string[], message: WireMessage): void {
     if (!this.namespace || userIds.length === 0) return;
-    let target = this.namespace.to(userIds.map(rooms.user));
-    if (exceptSocketId) target = target.except(exceptSocketId);
-    target.emit('message', message);
+    this.namespace.local
+      .to(userIds.map(rooms.user))
+      .except(rooms.device(message.senderId, message.senderDeviceId))
+      .emit('message', message);
   }
 
   emitReceipt(userIds: readonly string[], receipt: ReceiptPayload): void {

@@ -8,3 +8,6 @@ export const cacheChannelOf = (db: number) => `cache:invalidate:${db}`;
 
 /** Instance announcements (InstanceTopology). */
 export const instancesChannelOf = (db: number) => `instances:${db}`;
+
+/** Live messages on their way to every instance's sockets (LiveStream). */
+export const liveChannelOf = (db: number) => `live:messages:${db}`;

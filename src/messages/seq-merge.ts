@@ -1,0 +1,208 @@
+import { LRUCache } from 'lru-cache';
+
+import type { WireMessage } from '@messaging-service/client/protocol';
+
+/** A live message on its way to this instance's sockets. */
+export interface LiveItem {
+  message: WireMessage;
+  /** Whose sockets receive it (user rooms). */
+  userIds: readonly string[];
+  /**
+   * When the conversation's previous message was committed (ms, database clock), or null
+   * when the instance that stored this one also stored the previous one: it then went
+   * out before this one on the same line, and so arrived first.
+   */
+  previousAt: number | null;
+}
+
+/** What happened to an item or a gap, for metrics. */
+export type MergeEvent = 'held' | 'filled' | 'skipped' | 'late';
+
+export interface SeqMergeOptions {
+  /** Sends one item to this instance's sockets. Called in seq order per conversation. */
+  emit(item: LiveItem): void;
+  /**
+   * The stored messages with `afterSeq < seq < beforeSeq`, ascending, as items (the
+   * gap a lost or slow publish left). May return fewer, or reject: the gap is skipped.
+   */
+  fill(conversationId: string, afterSeq: number, beforeSeq: number): Promise<LiveItem[]>;
+  /** How long a later seq waits for an earlier one before the gap is read from storage. */
+  holdMs: number;
+  observe?(event: MergeEvent, count: number): void;
+  now?: () => number;
+}
+
+/** At most this many messages of one gap are read back; older ones go by the queue. */
+const MAX_FILL = 200;
+
+/** A conversation with items waiting for an earlier seq. */
+interface Line {
+  conversationId: string;
+  /** The seq to emit next; null until the first one this instance sees is settled. */
+  next: number | null;
+  pending: Map<number, LiveItem>;
+  /** When waiting gives up: the baseline is taken, or the gap is read back. */
+  deadline: number;
+  timer?: NodeJS.Timeout;
+  filling: boolean;
+}
+
+/**
+ * Puts the live messages of each conversation into seq order on this instance, whatever
+ * order they arrive in from the instances that stored them. Every socket here then
+ * receives each conversation's messages in strictly increasing seq, because every emit
+ * to it comes from this one ordered stream.
+ *
+ * - The next expected seq goes out at once, with any later ones it unblocks.
+ * - A later seq waits for the missing ones up to `holdMs`; then the gap is read from
+ *   storage (every seq below a stored one is committed: seqs are assigned under the
+ *   conversation's lock) and emitted in order. A lower seq arriving after that is `late`
+ *   and dropped here: it already went out, or its devices have it in their queues.
+ * - The first seq of a conversation seen here (or seen again after it went idle) has no
+ *   known predecessor. If that predecessor was committed more than `holdMs` ago, it
+ *   went out long before and this one is next; if recently, it may still be in flight
+ *   from another instance, so this one waits for it until `previousAt + holdMs`.
+ */
+export class SeqMerge {
+  private readonly lines = new Map<string, Line>();
+  /** The next seq of conversations with nothing waiting, kept while they are active. */
+  private readonly idle = new LRUCache<string, number>({ max: 50_000, ttl: 10 * 60_000 });
+  private readonly now: () => number;
+
+  constructor(private readonly options: SeqMergeOptions) {
+    this.now = options.now ?? (() => Date.now());
+  }
+
+  accept(item: LiveItem): void {
+    const { conversationId, seq } = item.message;
+    let line = this.lines.get(conversationId);
+    if (!line) {
+      const next = this.idle.get(conversationId) ?? this.baselineOf(item);
+      if (next !== null && seq < next) return this.observe('late', 1);
+      if (next === seq) {
+        this.send(item);
+        this.idle.set(conversationId, seq + 1);
+        return;
+      }
+      line = { conversationId, next, pending: new Map(), deadline: this.deadlineOf(item, next), filling: false };
+      this.lines.set(conversationId, line);
+      this.idle.delete(conversationId);
+      this.observe('held', 1);
+    } else if ((line.next !== null && seq < line.next) || line.pending.has(seq)) {
+      return this.observe('late', 1);
+    }
+    line.pending.set(seq, item);
+    this.advance(line);
+  }
+
+  /** Items waiting in conversations (for tests and shutdown figures). */
+  get waiting(): number {
+    let count = 0;
+    for (const line of this.lines.values()) count += line.pending.size;
+    return count;
+  }
+
+  /** The seq this item may go out as the first of its conversation, or null: wait. */
+  private baselineOf(item: LiveItem): number | null {
+    const { seq } = item.message;
+    if (seq === 1 || item.previousAt === null || this.now() - item.previousAt >= this.options.holdMs) return seq;
+    return null;
+  }
+
+  /** Capped at `holdMs` from now: a skewed clock never holds an item longer. */
+  private deadlineOf(item: LiveItem, next: number | null): number {
+    const now = this.now();
+    const cap = now + this.options.holdMs;
+    return next === null && item.previousAt !== null ? Math.min(item.previousAt + this.options.holdMs, cap) : cap;
+  }
+
+  private advance(line: Line): void {
+    if (line.next === null) {
+      const lowest = Math.min(...line.pending.keys());
+      const baseline = this.baselineOf(line.pending.get(lowest) as LiveItem);
+      if (baseline !== null) line.next = baseline;
+    }
+    let sent = 0;
+    if (line.next !== null) {
+      let item: LiveItem | undefined;
+      while ((item = line.pending.get(line.next))) {
+        line.pending.delete(line.next);
+        this.send(item);
+        line.next += 1;
+        sent += 1;
+      }
+    }
+    if (line.pending.size === 0) {
+      clearTimeout(line.timer);
+      this.lines.delete(line.conversationId);
+      if (line.next !== null) this.idle.set(line.conversationId, line.next);
+      return;
+    }
+    if (line.filling) return;
+    // Progress restarts the wait for what is still missing.
+    if (sent > 0) line.deadline = this.now() + this.options.holdMs;
+    clearTimeout(line.timer);
+    line.timer = setTimeout(() => this.expire(line), Math.max(0, line.deadline - this.now()));
+    line.timer.unref();
+  }
+
+  /** Waiting gave up: take the lowest as the first, or read the gap back from storage. */
+  private expire(line: Line): void {
+    line.timer = undefined;
+    if (this.lines.get(line.conversationId) !== line) return;
+    const lowest = Math.min(...line.pending.keys());
+    if (line.next === null) {
+      line.next = lowest;
+      return this.advance(line);
+    }
+    // Every gap up to the highest waiting seq in one read: all of it is committed, and
+    // what is still in flight would only arrive later than storage answers.
+    const highest = Math.max(...line.pending.keys());
+    const after = Math.max(line.next - 1, highest - 1 - MAX_FILL);
+    line.filling = true;
+    this.options.fill(line.conversationId, after, highest).then(
+      (items) => this.filled(line, items, highest),
+      () => this.filled(line, [], highest),
+    );
+  }
+
+  private filled(line: Line, items: readonly LiveItem[], upTo: number): void {
+    line.filling = false;
+    if (this.lines.get(line.conversationId) !== line || line.next === null) return;
+    let found = 0;
+    for (const item of items) {
+      const { seq } = item.message;
+      if (seq >= line.next && seq < upTo && !line.pending.has(seq)) {
+        line.pending.set(seq, item);
+        found += 1;
+      }
+    }
+    if (found > 0) this.observe('filled', found);
+    // What storage did not give (an error, or a gap over MAX_FILL) is skipped: those
+    // devices have the messages in their queues.
+    const seqs = [...line.pending.keys()].filter((seq) => seq < upTo).sort((a, b) => a - b);
+    for (const seq of seqs) {
+      if (seq > line.next) this.observe('skipped', seq - line.next);
+      this.send(line.pending.get(seq) as LiveItem);
+      line.pending.delete(seq);
+      line.next = seq + 1;
+    }
+    if (line.next < upTo) {
+      this.observe('skipped', upTo - line.next);
+      line.next = upTo;
+    }
+    this.advance(line);
+  }
+
+  private send(item: LiveItem): void {
+    try {
+      this.options.emit(item);
+    } catch {
+      // A socket gone mid-emit must not stop the conversation's line.
+    }
+  }
+
+  private observe(event: MergeEvent, count: number): void {
+    this.options.observe?.(event, count);
+  }
+}

@@ -1,0 +1,143 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { PageData, WireMessage } from '@messaging-service/client/protocol';
+import { startTestApp, type TestApp } from '../support/app.js';
+import { connect, dataOf, type TestClient } from '../support/clients.js';
+import { createConversation, userId } from '../support/fixtures.js';
+import { freePort } from '../support/free-port.js';
+import { pollStatus, spawnService, type ServiceProcess } from '../support/service-process.js';
+
+/**
+ * PROTOCOL.md §2: within a conversation every device sees messages in seq order, with any
+ * number of instances. Three instances (one in this process, two production processes)
+ * share PostgreSQL and Redis; senders on every instance write into one group at once;
+ * receivers hop between instances at random while it runs. Per connection, live seqs
+ * strictly increase; per device, live messages and its queue together hold every seq.
+ */
+describe('seq order across instances', () => {
+  let local: TestApp;
+  const processes: ServiceProcess[] = [];
+  const urls: string[] = [];
+
+  beforeAll(async () => {
+    local = await startTestApp();
+    urls.push(local.url);
+    const { config } = local;
+    for (let i = 0; i < 2; i++) {
+      const port = await freePort();
+      processes.push(
+        spawnService({
+          NODE_ENV: 'production',
+          PORT: String(port),
+          HOST: '127.0.0.1',
+          DATABASE_URL: local.databaseUrl,
+          REDIS_URL: local.redisUrl,
+          JWT_SECRET: config.jwt.key.kind === 'secret' ? new TextDecoder().decode(config.jwt.key.secret) : '',
+          ENCRYPTION_KEYS: `1:${Buffer.from(config.encryption.keys[0].key).toString('base64')}`,
+          MIGRATE_ON_START: 'false',
+          LOG_LEVEL: 'error',
+        }),
+      );
+      urls.push(`http://127.0.0.1:${port}`);
+    }
+    for (const url of urls.slice(1)) {
+      expect(await pollStatus(`${url}/health/ready`, (s) => s === 200)).toBe(200);
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const service of processes) service.child.kill('SIGKILL');
+    await local?.close();
+  });
+
+  /** A receiving device: its connections one after another, each one's live seqs. */
+  interface Receiver {
+    user: string;
+    client: TestClient;
+    connections: number[][];
+    received: Map<number, WireMessage>;
+  }
+
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)];
+
+  async function attach(receiver: Receiver, url: string): Promise<void> {
+    const client = await connect(url, receiver.user, { deviceId: 'phone' });
+    const seqs: number[] = [];
+    receiver.connections.push(seqs);
+    receiver.client = client;
+    client.socket.on('message', (message: WireMessage) => {
+      seqs.push(message.seq);
+      receiver.received.set(message.seq, message);
+      // Acks as an app would: what arrived live leaves the queue.
+      client.socket.emit('ack', { messageIds: [message.id] }, () => undefined);
+    });
+  }
+
+  it('keeps every device in strictly increasing seq, nothing missing, with senders on every instance', async () => {
+    const rounds = 3;
+    for (let round = 0; round < rounds; round++) {
+      const senders = urls.map((_, i) => userId(`sender${i}`));
+      const receiverUsers = [0, 1, 2].map((i) => userId(`receiver${i}`));
+      const conversationId = await createConversation(local, senders[0], [...senders.slice(1), ...receiverUsers]);
+
+      const receivers: Receiver[] = [];
+      for (const user of receiverUsers) {
+        const receiver = { user, connections: [], received: new Map() } as unknown as Receiver;
+        await attach(receiver, pick(urls));
+        receivers.push(receiver);
+      }
+      const sendingClients = await Promise.all(
+        senders.map((user, i) => connect(urls[i], user, { deviceId: 'laptop' })),
+      );
+
+      const perSender = 60;
+      const sending = sendingClients.map(async (client, i) => {
+        for (let chunk = 0; chunk < perSender / 10; chunk++) {
+          const replies = await Promise.all(
+            Array.from({ length: 10 }, (_, k) =>
+              client.request('send', {
+                conversationId,
+                clientMsgId: `r${round}-s${i}-${chunk * 10 + k}`,
+                body: `from ${i}: ${chunk * 10 + k}`,
+              }),
+            ),
+          );
+          for (const reply of replies) dataOf(reply);
+        }
+      });
+      // Receivers hop to another instance now and then while the senders write.
+      const hopping = receivers.map(async (receiver) => {
+        for (let hop = 0; hop < 2; hop++) {
+          await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 150));
+          receiver.client.close();
+          await attach(receiver, pick(urls));
+        }
+      });
+      await Promise.all([...sending, ...hopping]);
+
+      const total = senders.length * perSender;
+      for (const receiver of receivers) {
+        // Whatever did not arrive live waits in the device's queue.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        for (;;) {
+          const page = dataOf(await receiver.client.request<PageData>('get-unacked', { limit: 100 }));
+          for (const message of page.messages) receiver.received.set(message.seq, message);
+          if (page.messages.length > 0) {
+            dataOf(await receiver.client.request('ack', { messageIds: page.messages.map((m) => m.id) }));
+          }
+          if (!page.hasMore) break;
+        }
+        receiver.client.close();
+
+        for (const seqs of receiver.connections) {
+          const disorder = seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]);
+          expect(disorder, `round ${round}: live seqs out of order on one connection: ${seqs.join(',')}`).toEqual([]);
+        }
+        expect([...receiver.received.keys()].sort((a, b) => a - b)).toEqual(
+          Array.from({ length: total }, (_, i) => i + 1),
+        );
+      }
+      for (const client of sendingClients) client.close();
+    }
+  }, 120_000);
+});
