@@ -95,7 +95,7 @@ export class SeqMerge {
     this.advance(line);
   }
 
-  /** Items waiting in conversations (for tests and shutdown figures). */
+  /** Items waiting for an earlier seq, over all conversations. */
   get waiting(): number {
     let count = 0;
     for (const line of this.lines.values()) count += line.pending.size;
