@@ -35,6 +35,19 @@ export interface SeqMergeOptions {
 /** At most this many messages of one gap are read back; older ones go by the queue. */
 const MAX_FILL = 200;
 
+// Loops, not Math.min(...keys): a line may hold more items than a call takes arguments.
+function lowestOf(pending: Map<number, LiveItem>): number {
+  let lowest = Infinity;
+  for (const seq of pending.keys()) if (seq < lowest) lowest = seq;
+  return lowest;
+}
+
+function highestOf(pending: Map<number, LiveItem>): number {
+  let highest = -Infinity;
+  for (const seq of pending.keys()) if (seq > highest) highest = seq;
+  return highest;
+}
+
 /** A conversation with items waiting for an earlier seq. */
 interface Line {
   conversationId: string;
@@ -118,7 +131,7 @@ export class SeqMerge {
 
   private advance(line: Line): void {
     if (line.next === null) {
-      const lowest = Math.min(...line.pending.keys());
+      const lowest = lowestOf(line.pending);
       const baseline = this.baselineOf(line.pending.get(lowest) as LiveItem);
       if (baseline !== null) line.next = baseline;
     }
@@ -150,14 +163,14 @@ export class SeqMerge {
   private expire(line: Line): void {
     line.timer = undefined;
     if (this.lines.get(line.conversationId) !== line) return;
-    const lowest = Math.min(...line.pending.keys());
+    const lowest = lowestOf(line.pending);
     if (line.next === null) {
       line.next = lowest;
       return this.advance(line);
     }
     // Every gap up to the highest waiting seq in one read: all of it is committed, and
     // what is still in flight would only arrive later than storage answers.
-    const highest = Math.max(...line.pending.keys());
+    const highest = highestOf(line.pending);
     const after = Math.max(line.next - 1, highest - 1 - MAX_FILL);
     line.filling = true;
     this.options.fill(line.conversationId, after, highest).then(

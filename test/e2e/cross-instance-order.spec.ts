@@ -1,6 +1,8 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { PageData, WireMessage } from '@messaging-service/client/protocol';
+import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
@@ -140,4 +142,53 @@ describe('seq order across instances', () => {
       for (const client of sendingClients) client.close();
     }
   }, 120_000);
+});
+
+describe('a live publish lost between instances', () => {
+  it('is read back from PostgreSQL and emitted in order before the next one', async () => {
+    const first = await startTestApp();
+    const second = await startTestApp({ DATABASE_URL: first.databaseUrl, REDIS_URL: first.redisUrl });
+    const admin = new Redis(first.redisUrl);
+    try {
+      const together = async () => {
+        const deadline = Date.now() + 10_000;
+        while ([first, second].some((app) => app.app.get(InstanceTopology).alone) && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      };
+      await together();
+      const alice = userId('alice');
+      const bob = userId('bob');
+      const conversationId = await createConversation(first, alice, [bob]);
+      const sender = await connect(first.url, alice);
+      const receiver = await connect(second.url, bob);
+      const send = async (clientMsgId: string) =>
+        dataOf(
+          await sender.request<{ message: WireMessage }>('send', { conversationId, clientMsgId, body: clientMsgId }),
+        ).message;
+
+      await send('before');
+      await receiver.waitForMessages(1);
+      // Every subscriber connection drops: the second instance misses what is published
+      // before its client has reconnected and subscribed again.
+      await admin.client('KILL', 'TYPE', 'pubsub');
+      const lost = await send('lost');
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      await together();
+      expect(receiver.messages.map((m) => m.seq)).toEqual([1]);
+      await send('after');
+
+      const arrived = await receiver.waitForMessages(3, 5_000);
+      expect(arrived.map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect(arrived[1]).toEqual(lost);
+      const metrics = await (await fetch(`${second.url}/metrics`)).text();
+      expect(metrics).toMatch(/^live_messages_reordered_total\{event="filled"\} 1$/m);
+      sender.close();
+      receiver.close();
+    } finally {
+      admin.disconnect();
+      await second.stop();
+      await first.close();
+    }
+  }, 30_000);
 });
