@@ -187,7 +187,7 @@ describe('a live publish lost between instances', () => {
       receiver.close();
     } finally {
       admin.disconnect();
-      await second.stop();
+      await second.close();
       await first.close();
     }
   }, 30_000);
