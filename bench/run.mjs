@@ -482,6 +482,9 @@ async function main() {
   /**
    * The service's own request timing (socket_request_duration_seconds of /metrics): per
    * event, the sum of seconds and the count, from the request's arrival to its reply.
+   * Also its event-loop delay p99 and max (`loop:p99`, `loop:max`, seconds) since the
+   * previous scrape: prom-client resets that histogram on every scrape, so the scrape at
+   * the start of a measured run leaves the one at its end with the run alone.
    */
   async function handlerTimes() {
     const times = {};
@@ -493,6 +496,9 @@ async function main() {
         if (!event) continue;
         const key = `${event}:${kind}`;
         times[key] = (times[key] ?? 0) + Number(value);
+      }
+      for (const [, kind, value] of text.matchAll(/^nodejs_eventloop_lag_(p99|max)_seconds (\S+)$/gm)) {
+        times[`loop:${kind}`] = Number(value);
       }
     } catch {
       // no metrics: the figure is left out
@@ -570,6 +576,12 @@ async function main() {
             })
             .filter(([, value]) => value !== null),
         );
+        if (handlers['loop:p99'] !== undefined) {
+          used.serverLoopDelayMs = {
+            p99: Math.round(handlers['loop:p99'] * 1e4) / 10,
+            max: Math.round(handlers['loop:max'] * 1e4) / 10,
+          };
+        }
       }
       return { ...used, store };
     },
