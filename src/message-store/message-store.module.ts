@@ -1,6 +1,5 @@
 import { Module } from '@nestjs/common';
 
-import { LiveOrder } from './live-order.js';
 import { MessageCodec } from './message.codec.js';
 import { MessageStoreRepository } from './message-store.repository.js';
 import { MessageStore } from './message-store.service.js';
@@ -10,7 +9,7 @@ import { MessageStore } from './message-store.service.js';
  * which all go through MessageStore. Sealing needs CryptoModule (global).
  */
 @Module({
-  providers: [MessageStore, MessageStoreRepository, MessageCodec, LiveOrder],
+  providers: [MessageStore, MessageStoreRepository, MessageCodec],
   exports: [MessageStore],
 })
 export class MessageStoreModule {}

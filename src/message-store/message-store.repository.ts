@@ -69,6 +69,8 @@ export interface SealedRow {
 export interface Head {
   lastSeq: number;
   key: ConversationKey;
+  /** When its last message was committed (ms). */
+  at: number;
 }
 
 /**
@@ -212,7 +214,9 @@ export class MessageStoreRepository {
             previousAt: r.previousAt,
           })),
           existing,
-          heads: new Map(heads.map((row) => [row.id, { lastSeq: Number(row.last_seq), key: keyOfHead(row) }])),
+          heads: new Map(
+            heads.map((row) => [row.id, { lastSeq: Number(row.last_seq), key: keyOfHead(row), at: row.at.getTime() }]),
+          ),
         } as const;
       });
     } catch (error) {

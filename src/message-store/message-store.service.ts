@@ -1,7 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 
 import type { WireMessage } from '@messaging-service/client/protocol';
-import { LiveOrder, type LiveSlot } from './live-order.js';
 import { MessageCodec } from './message.codec.js';
 import { MessageStoreRepository, type Head, type SealedRow } from './message-store.repository.js';
 import type { ConversationKey, NewMessage, StoreOutcome, StoredMessage, StoredPage } from './message-store.types.js';
@@ -14,9 +13,9 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-/** What one step stored (with each message's live place) and found already stored. */
+/** What one step stored (with when each one's predecessor was) and found already stored. */
 interface Settled {
-  stored: { pending: Pending; row: StoredMessage; live: LiveSlot; previousAt: number | null }[];
+  stored: { pending: Pending; row: StoredMessage; previousAt: number }[];
   existing: { pending: Pending; row: StoredMessage }[];
 }
 
@@ -37,15 +36,14 @@ const resendKey = (message: { senderId: string; clientMsgId: string }) => `${mes
 
 /**
  * The one owner of storing a message: dedupe by the sender's clientMsgId, group commit,
- * the fast path and its fallbacks, sealing under the seq (part of the associated data),
- * and each message's place in its conversation's live-emit order. Each `store` comes back
+ * the fast path and its fallbacks, and sealing under the seq (part of the associated
+ * data). Each `store` comes back
  * as an outcome (StoreOutcome); it rejects only when the store cannot answer.
  *
  * Group commit: sends that arrive while a lane's transaction is in flight wait and go
  * together in its next one, so under load one fsync covers many messages; an idle lane
  * starts at once, so a lone message waits for nobody. A conversation always maps to the
- * same lane, so its stores never overlap here: live places are taken in seq order and
- * lanes cannot deadlock each other.
+ * same lane, so its stores never overlap here and lanes cannot deadlock each other.
  *
  * Each batch takes the cheapest path that is safe, falling back step by step:
  * 1. predicted: conversations whose head (last seq and key) this lane left, in one
@@ -66,7 +64,6 @@ export class MessageStore {
   constructor(
     private readonly repository: MessageStoreRepository,
     private readonly codec: MessageCodec,
-    private readonly liveOrder: LiveOrder,
   ) {}
 
   /** Stores `content` (the plaintext body's bytes, or the e2e ciphertext) sealed at rest. */
@@ -141,8 +138,8 @@ export class MessageStore {
       else pending.resolve(outcome);
     };
     const settleAll = (settled: Settled) => {
-      for (const { pending, row, live, previousAt } of settled.stored) {
-        settle(pending, { kind: 'stored', message: this.codec.toWire(row, pending.content), live, previousAt });
+      for (const { pending, row, previousAt } of settled.stored) {
+        settle(pending, { kind: 'stored', message: this.codec.toWire(row, pending.content), previousAt });
       }
       for (const { pending, row } of settled.existing) settle(pending, this.duplicateOf(row));
     };
@@ -183,21 +180,15 @@ export class MessageStore {
    */
   private async storePredicted(batch: readonly Pending[]): Promise<Settled & { missed: Pending[] }> {
     const counts = new Map<string, number>();
-    const rows: (SealedRow & { ordinal: number; pending: Pending; live: LiveSlot; key: ConversationKey })[] = [];
-    try {
-      for (const pending of batch) {
-        const { message } = pending;
-        const head = this.heads.get(message.conversationId) as Head;
-        const ordinal = (counts.get(message.conversationId) ?? 0) + 1;
-        counts.set(message.conversationId, ordinal);
-        const seq = head.lastSeq + ordinal;
-        const sealed = this.codec.seal(head.key, message.id, seq, pending.content);
-        const live = this.liveOrder.reserve(message.conversationId);
-        rows.push({ message, seq, ordinal, sealed, pending, key: head.key, live });
-      }
-    } catch (error) {
-      for (const row of rows) row.live.release();
-      throw error;
+    const rows: (SealedRow & { ordinal: number; pending: Pending; key: ConversationKey })[] = [];
+    for (const pending of batch) {
+      const { message } = pending;
+      const head = this.heads.get(message.conversationId) as Head;
+      const ordinal = (counts.get(message.conversationId) ?? 0) + 1;
+      counts.set(message.conversationId, ordinal);
+      const seq = head.lastSeq + ordinal;
+      const sealed = this.codec.seal(head.key, message.id, seq, pending.content);
+      rows.push({ message, seq, ordinal, sealed, pending, key: head.key });
     }
     const heads = [...counts].map(([conversationId, count]) => ({
       conversationId,
@@ -209,25 +200,28 @@ export class MessageStore {
       result = await this.repository.insertPredicted(rows, heads);
     } catch {
       // Nothing was stored; the transaction decides.
-      for (const row of rows) row.live.release();
       for (const head of heads) this.heads.delete(head.conversationId);
       return { stored: [], existing: [], missed: [...batch] };
     }
-    for (const { conversationId, expected, count } of heads) {
-      if (result.missed.has(conversationId)) this.heads.delete(conversationId);
-      else this.remember(conversationId, { lastSeq: expected.lastSeq + count, key: expected.key });
-    }
     const settled: Settled & { missed: Pending[] } = { stored: [], existing: [], missed: [] };
-    for (const { pending, live, key, seq, sealed, message } of rows) {
+    // Each message's predecessor: the head's last message, then the one before it here.
+    const previous = new Map(heads.map((head) => [head.conversationId, head.expected.at]));
+    for (const { pending, key, seq, sealed, message } of rows) {
       const createdAt = result.createdAt.get(message.id);
       if (!createdAt) {
-        live.release();
         settled.missed.push(pending);
         continue;
       }
-      // This instance stored the previous message too (the head was its own): that one
-      // took its live place first.
-      settled.stored.push({ pending, live, row: { ...message, seq, ...sealed, createdAt, key }, previousAt: null });
+      const previousAt = previous.get(message.conversationId) as number;
+      previous.set(message.conversationId, createdAt.getTime());
+      settled.stored.push({ pending, row: { ...message, seq, ...sealed, createdAt, key }, previousAt });
+    }
+    for (const { conversationId, expected, count } of heads) {
+      if (result.missed.has(conversationId)) this.heads.delete(conversationId);
+      else {
+        const at = previous.get(conversationId) as number;
+        this.remember(conversationId, { lastSeq: expected.lastSeq + count, key: expected.key, at });
+      }
     }
     return settled;
   }
@@ -242,24 +236,18 @@ export class MessageStore {
     const byId = new Map(batch.map((pending) => [pending.message.id, pending]));
     const messages = batch.map((pending) => pending.message);
     for (const lookForResends of attempts) {
-      const live = new Map<string, LiveSlot>();
       let result;
       try {
         result = await this.repository.insertBatch(
           messages,
-          (message, seq, key) => {
-            live.set(message.id, this.liveOrder.reserve(message.conversationId));
-            return this.codec.seal(key, message.id, seq, (byId.get(message.id) as Pending).content);
-          },
+          (message, seq, key) => this.codec.seal(key, message.id, seq, (byId.get(message.id) as Pending).content),
           lookForResends,
         );
       } catch (error) {
-        for (const slot of live.values()) slot.release();
         for (const message of messages) this.heads.delete(message.conversationId);
         throw error;
       }
       if (result.kind === 'clash') {
-        for (const slot of live.values()) slot.release();
         for (const message of messages) this.heads.delete(message.conversationId);
         continue;
       }
@@ -269,7 +257,6 @@ export class MessageStore {
         stored: result.stored.map(({ previousAt, ...row }) => ({
           pending: byId.get(row.id) as Pending,
           row,
-          live: live.get(row.id) as LiveSlot,
           previousAt,
         })),
         existing: result.existing.map((row) => ({ pending: byKey.get(resendKey(row)) as Pending, row })),
@@ -287,8 +274,8 @@ export class MessageStore {
     try {
       const settled = await this.storeInTransaction([pending], [true]);
       if (settled?.stored[0]) {
-        const { row, live, previousAt } = settled.stored[0];
-        return { kind: 'stored', message: this.codec.toWire(row, pending.content), live, previousAt };
+        const { row, previousAt } = settled.stored[0];
+        return { kind: 'stored', message: this.codec.toWire(row, pending.content), previousAt };
       }
       if (settled?.existing[0]) return this.duplicateOf(settled.existing[0].row);
       const winner = await this.repository.findByClientMsgId(pending.message.senderId, pending.message.clientMsgId);

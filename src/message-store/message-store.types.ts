@@ -1,7 +1,5 @@
 import type { WireMessage } from '@messaging-service/client/protocol';
 
-import type { LiveSlot } from './live-order.js';
-
 /** A conversation's data key as stored: what seals and opens its messages. */
 export interface ConversationKey {
   conversationId: string;
@@ -39,17 +37,14 @@ export interface StoredMessage extends NewMessage, Sealed {
  * What storing one message came to. Expected cases are outcomes, not exceptions; a
  * rejected promise means the store could not answer (PostgreSQL down and the like).
  *
- * - `stored`: committed now, under a new seq. `live` holds its place in the
- *   conversation's live-emit order: emit through it, or release it. `previousAt` is
- *   when the conversation's previous message was committed (ms), or null when this
- *   instance stored that one too (it took its live place first).
+ * - `stored`: committed now, under a new seq. `previousAt` is when the conversation's
+ *   previous message was committed (ms): live delivery orders by it (SeqMerge).
  * - `duplicate`: the sender's clientMsgId was already stored (earlier, by another
  *   instance, or earlier in the same batch); `message` is that message, which may
  *   belong to another conversation.
  */
 export type StoreOutcome =
-  | { kind: 'stored'; message: WireMessage; live: LiveSlot; previousAt: number | null }
-  | { kind: 'duplicate'; message: WireMessage };
+  { kind: 'stored'; message: WireMessage; previousAt: number } | { kind: 'duplicate'; message: WireMessage };
 
 /** A page of a conversation, ascending by seq, plus whether more lie in the paging direction. */
 export interface StoredPage {

@@ -26,17 +26,18 @@ interface Envelope {
   origin: string;
   message: WireMessage;
   userIds: string[];
-  previousAt: number | null;
+  previousAt: number;
 }
 
 /**
  * Live messages from whichever instance stored them to the sockets of every instance, in
  * seq order per conversation (PROTOCOL.md §2, with any number of instances).
  *
- * The storing instance hands each message here in seq order for its own stores
- * (LiveOrder); it goes to this instance's SeqMerge at once and to every other instance
- * over one pub/sub channel, where each one's SeqMerge interleaves the streams of all
- * instances back into seq order, reading from PostgreSQL what a lost publish left out.
+ * The storing instance hands each message here once its fan-out step is done (not
+ * necessarily in seq order: fan-outs finish in any order); it goes to this instance's
+ * SeqMerge at once and to every other instance over one pub/sub channel, where each
+ * one's SeqMerge interleaves the streams of all instances back into seq order, reading
+ * from PostgreSQL what a lost publish left out.
  * While this is the only instance (InstanceTopology.alone) nothing is published.
  */
 @Injectable()
@@ -83,7 +84,7 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
    * Delivers a just-stored message to the sockets of `userIds` on every instance but the
    * sending device's. `previousAt` is the store's (StoreOutcome).
    */
-  publish(message: WireMessage, userIds: string[], previousAt: number | null): void {
+  publish(message: WireMessage, userIds: string[], previousAt: number): void {
     this.merge.accept({ message, userIds, previousAt });
     if (this.topology.alone) return;
     const envelope: Envelope = { origin: this.origin, message, userIds, previousAt };

@@ -8,7 +8,6 @@ import { PushService } from '../push/push.service.js';
 import { LiveStream } from './live-stream.service.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
 import type { DeviceRef } from '../devices/devices.types.js';
-import type { LiveSlot } from '../message-store/live-order.js';
 import type { Sender } from './messages.types.js';
 
 /**
@@ -43,10 +42,12 @@ export class MessageFanout {
    * Never throws: the message is already stored, so the sender's reply stands. If the
    * fan-out fails half-way, every queue is marked for a rebuild from PostgreSQL, which
    * holds the message past each recipient device's cursor. Resolves once the queue write
-   * is issued and the live emit done (or held for seq order in `live`), not when Redis
-   * answers. `live` is released if nothing is emitted.
+   * is issued and the message handed to live delivery (LiveStream, which keeps seq
+   * order across instances; `previousAt` is the store's), not when Redis answers. A
+   * message whose fan-out failed is not published: receivers read it back from
+   * PostgreSQL once a later one arrives, and its recipients' queues are rebuilt.
    */
-  async afterCommit(message: WireMessage, sender: Sender, live: LiveSlot, previousAt: number | null): Promise<void> {
+  async afterCommit(message: WireMessage, sender: Sender, previousAt: number): Promise<void> {
     this.metrics.messagesStored.inc();
     let memberIds: string[];
     let recipients: DeviceRef[];
@@ -57,7 +58,6 @@ export class MessageFanout {
       );
     } catch (error) {
       this.failed(error);
-      live.release();
       return;
     }
     const queued = this.queue.enqueueMessage(
@@ -71,7 +71,7 @@ export class MessageFanout {
         score: Date.parse(message.createdAt),
       },
     );
-    live.emit(() => this.live.publish(message, memberIds, previousAt));
+    this.live.publish(message, memberIds, previousAt);
     // The sender's reply does not wait for Redis either (the message is committed; a
     // failed queue write is repaired from PostgreSQL): push and metrics follow the write.
     queued.then(

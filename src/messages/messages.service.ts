@@ -68,12 +68,7 @@ export class MessagesService {
         }
         return { message: stored.message, duplicate: true };
       case 'stored':
-        try {
-          await this.fanout.afterCommit(stored.message, sender, stored.live, stored.previousAt);
-        } finally {
-          // The fan-out emits through it; whatever happened there, it never holds the line.
-          stored.live.release();
-        }
+        await this.fanout.afterCommit(stored.message, sender, stored.previousAt);
         return { message: stored.message, duplicate: false };
     }
   }

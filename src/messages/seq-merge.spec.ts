@@ -134,7 +134,7 @@ describe('SeqMerge', () => {
     expect(emitted).toEqual([41]);
   });
 
-  it('takes a first sight as the start when its predecessor went out on the same line', () => {
+  it('takes a first sight as the start when it needs no wait (read back from storage)', () => {
     merge.accept(item(41, null));
     expect(emitted).toEqual([41]);
   });

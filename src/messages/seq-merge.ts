@@ -8,9 +8,8 @@ export interface LiveItem {
   /** Whose sockets receive it (user rooms). */
   userIds: readonly string[];
   /**
-   * When the conversation's previous message was committed (ms, database clock), or null
-   * when the instance that stored this one also stored the previous one: it then went
-   * out before this one on the same line, and so arrived first.
+   * When the conversation's previous message was committed (ms, database clock); null
+   * for a message that needs no wait (read back from storage into a known gap).
    */
   previousAt: number | null;
 }

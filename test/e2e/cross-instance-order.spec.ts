@@ -171,7 +171,7 @@ describe('a live publish lost between instances', () => {
       await receiver.waitForMessages(1);
       // Every subscriber connection drops: the second instance misses what is published
       // before its client has reconnected and subscribed again.
-      await admin.client('KILL', 'TYPE', 'pubsub');
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
       const lost = await send('lost');
       await new Promise((resolve) => setTimeout(resolve, 2_500));
       await together();

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { LiveOrder } from '../../src/message-store/live-order.js';
 import { MessageCodec } from '../../src/message-store/message.codec.js';
 import { MessageStoreRepository } from '../../src/message-store/message-store.repository.js';
 import { MessageStore } from '../../src/message-store/message-store.service.js';
@@ -12,7 +11,7 @@ import { createConversation, userId } from '../support/fixtures.js';
 
 // The message store's branches against the real PostgreSQL of a test app: group commit,
 // the predicted path and its misses, resends (alone, in a batch, racing on another
-// instance), the clash fallback, and the live places each stored message holds. A second
+// instance), the clash fallback, and when each stored message's predecessor was. A second
 // MessageStore over the same database stands for a second instance.
 
 type Repository = Pick<MessageStoreRepository, 'insertBatch' | 'insertPredicted' | 'findByClientMsgId'>;
@@ -25,9 +24,9 @@ describe('MessageStore', () => {
   let alice: string;
   let bob: string;
 
-  /** Another instance's store: its own heads and live order, the same database. */
+  /** Another instance's store: its own heads, the same database. */
   const otherInstance = (over: Partial<Repository> = {}) =>
-    new MessageStore(Object.assign(Object.create(repository) as MessageStoreRepository, over), codec, new LiveOrder());
+    new MessageStore(Object.assign(Object.create(repository) as MessageStoreRepository, over), codec);
 
   const newMessage = (conversationId: string, clientMsgId: string = randomUUID()): NewMessage => ({
     id: randomUUID(),
@@ -41,9 +40,6 @@ describe('MessageStore', () => {
   const storeText = (on: MessageStore, conversationId: string, body: string, clientMsgId?: string) =>
     on.store(newMessage(conversationId, clientMsgId), text(body));
   const seqOf = (outcome: StoreOutcome) => outcome.message.seq;
-  const releaseAll = (outcomes: StoreOutcome[]) => {
-    for (const outcome of outcomes) if (outcome.kind === 'stored') outcome.live.release();
-  };
 
   beforeAll(async () => {
     service = await startTestApp();
@@ -60,7 +56,6 @@ describe('MessageStore', () => {
   it('stores concurrent sends in the order they arrived, under gapless seqs, readable back', async () => {
     const conversationId = await createConversation(service, alice, [bob]);
     const outcomes = await Promise.all(Array.from({ length: 60 }, (_, i) => storeText(store, conversationId, `m${i}`)));
-    releaseAll(outcomes);
     expect(outcomes.map((o) => o.kind)).toEqual(Array(60).fill('stored'));
     expect(outcomes.map(seqOf)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
     const page = await store.page(conversationId, { afterSeq: 0, limit: 100 });
@@ -74,14 +69,12 @@ describe('MessageStore', () => {
   it('answers a resend with the stored message and spends no seq on it, alone or inside a batch', async () => {
     const conversationId = await createConversation(service, alice, [bob]);
     const first = await storeText(store, conversationId, 'original', 'once');
-    releaseAll([first]);
     const alone = await storeText(store, conversationId, 'again', 'once');
     expect(alone).toEqual({ kind: 'duplicate', message: first.message });
 
     const batch = await Promise.all(
       Array.from({ length: 20 }, (_, i) => storeText(store, conversationId, `b${i}`, i === 7 ? 'once' : undefined)),
     );
-    releaseAll(batch);
     expect(batch[7]).toEqual({ kind: 'duplicate', message: first.message });
     const seqs = batch.filter((o) => o.kind === 'stored').map(seqOf);
     expect(seqs).toEqual(Array.from({ length: 19 }, (_, i) => i + 2));
@@ -94,7 +87,6 @@ describe('MessageStore', () => {
       storeText(store, conversationId, 'y', 'twice'),
       storeText(store, conversationId, 'z'),
     ]);
-    releaseAll([a, b, c]);
     expect(a.kind).toBe('stored');
     expect(b).toEqual({ kind: 'duplicate', message: a.message });
     expect([seqOf(a), seqOf(c)]).toEqual([1, 2]);
@@ -115,7 +107,6 @@ describe('MessageStore', () => {
         )),
       );
     }
-    releaseAll(outcomes);
     expect(outcomes.every((o) => o.kind === 'stored')).toBe(true);
     expect(outcomes.map(seqOf).sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     const page = await store.page(conversationId, { afterSeq: 0, limit: 100 });
@@ -131,7 +122,6 @@ describe('MessageStore', () => {
         storeText(store, conversationId, 'mine', clientMsgId),
         storeText(other, conversationId, 'theirs', clientMsgId),
       ]);
-      releaseAll([mine, theirs]);
       expect([mine.kind, theirs.kind].sort()).toEqual(['duplicate', 'stored']);
       expect(mine.message).toEqual(theirs.message);
     }
@@ -154,11 +144,9 @@ describe('MessageStore', () => {
       },
     });
     const seed = await storeText(store, conversationId, 'seed', 'seed');
-    releaseAll([seed]);
     const outcomes = await Promise.all(
       Array.from({ length: 40 }, (_, i) => storeText(clashing, conversationId, `m${i}`, i === 20 ? 'seed' : undefined)),
     );
-    releaseAll(outcomes);
     expect(clashes).toBeGreaterThanOrEqual(2);
     expect(outcomes[20]).toEqual({ kind: 'duplicate', message: seed.message });
     const stored = outcomes.filter((o) => o.kind === 'stored');
@@ -166,25 +154,37 @@ describe('MessageStore', () => {
     expect(stored.map((o) => o.message.body)).toEqual(outcomes.flatMap((o, i) => (i === 20 ? [] : [`m${i}`])));
   });
 
-  it('hands out live places in seq order, so emits go out in seq order whatever order fan-outs finish in', async () => {
+  it("reports when each message's predecessor was committed, on the predicted path and in a transaction", async () => {
     const conversationId = await createConversation(service, alice, [bob]);
-    const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => storeText(store, conversationId, `l${i}`)));
-    const emitted: number[] = [];
-    for (const outcome of [...outcomes].reverse()) {
-      if (outcome.kind === 'stored') outcome.live.emit(() => emitted.push(outcome.message.seq));
-    }
-    expect(emitted).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    const stored = async (on: MessageStore, body: string) => {
+      const outcome = await storeText(on, conversationId, body);
+      if (outcome.kind !== 'stored') throw new Error(`${body} was not stored`);
+      return outcome;
+    };
+    // The first message's predecessor time is the conversation's creation.
+    const first = await stored(store, 'p1');
+    expect(first.previousAt).toBeLessThanOrEqual(Date.parse(first.message.createdAt));
+    // This store knows the head now: the predicted path.
+    const [second, third] = await Promise.all([stored(store, 'p2'), stored(store, 'p3')]);
+    expect(second.previousAt).toBe(Date.parse(first.message.createdAt));
+    expect(third.previousAt).toBe(Date.parse(second.message.createdAt));
+    // Another instance has no head: its transaction reads the predecessor's time.
+    const fourth = await stored(otherInstance(), 'p4');
+    expect(fourth.message.seq).toBe(4);
+    expect(fourth.previousAt).toBe(Date.parse(third.message.createdAt));
+    // And the first store's head is stale now: it misses, then takes the transaction.
+    const fifth = await stored(store, 'p5');
+    expect(fifth.previousAt).toBe(Date.parse(fourth.message.createdAt));
   });
 
-  it('rejects every send of a batch the database refuses, holding no live place', async () => {
+  it('rejects every send of a batch the database refuses, and stores the next one under the first seq', async () => {
     const conversationId = await createConversation(service, alice, [bob]);
-    const order = new LiveOrder();
     let refusing = true;
     const failing = new MessageStore(
       Object.assign(Object.create(repository) as MessageStoreRepository, {
         insertBatch: (...args: Parameters<Repository['insertBatch']>) =>
           refusing
-            ? // Seals (taking live places) as the real one does, then fails.
+            ? // Seals as the real one does, then fails.
               repository.insertBatch(
                 args[0],
                 (...sealArgs) => {
@@ -196,7 +196,6 @@ describe('MessageStore', () => {
             : repository.insertBatch(...args),
       }),
       codec,
-      order,
     );
     const refused = await Promise.allSettled([
       storeText(failing, conversationId, 'a'),
@@ -204,10 +203,8 @@ describe('MessageStore', () => {
     ]);
     expect(refused.map((r) => r.status)).toEqual(['rejected', 'rejected']);
     refusing = false;
-    // Nothing holds the line: the next message emits at once.
     const next = await storeText(failing, conversationId, 'c');
-    const emitted: number[] = [];
-    if (next.kind === 'stored') next.live.emit(() => emitted.push(next.message.seq));
-    expect(emitted).toEqual([1]);
+    expect(next.kind).toBe('stored');
+    expect(seqOf(next)).toBe(1);
   });
 });
