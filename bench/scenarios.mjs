@@ -202,6 +202,7 @@ export async function throughput(ctx, kind) {
       stuck: sum(parts, (p) => p.stuck),
     },
     completionLatencyMs: summarize(parts.map((p) => p.completion)),
+    liveNotAscending: sum(parts, (p) => p.notAscending),
     serverCpuMsPerMessage: cpuMsPerMessage(
       cpu,
       kind,
@@ -263,6 +264,7 @@ export async function latency(ctx, kind) {
     deliveryMs: summarize(parts.map((p) => p.delivery)),
     deliveryBySecond: parts.map((p) => p.bySecond),
     storedAckMs: summarize(parts.map((p) => p.stored)),
+    liveNotAscending: sum(parts, (p) => p.notAscending),
     loadGeneratorMaxTickGapMs: round(Math.max(...parts.map((p) => p.maxTickGapMs)), 1),
     errors: mergeErrors(parts.map((p) => p.errors)),
     cpu,
