@@ -8,6 +8,9 @@
 //           every receiver on B, so every live message crosses Redis
 //   mixed   both instances; pair i's sender on A or B by i % 2, its receiver by
 //           (i >> 1) % 2: each instance sends and receives, half the pairs cross
+//   idle3   as split, with a third instance C that holds no clients: C's CPU and the
+//           Redis bytes it adds are what every further instance costs per message while
+//           live messages are broadcast to every instance
 //
 // Each placement first runs the throughput loop for a few unmeasured seconds (warm-up),
 // then the throughput loop (closed, `window` in flight per sender, done
@@ -28,6 +31,7 @@ const PLACEMENTS = {
   one: () => ['A', 'A'],
   split: () => ['A', 'B'],
   mixed: (index) => [index % 2 === 0 ? 'A' : 'B', (index >> 1) % 2 === 0 ? 'A' : 'B'],
+  idle3: () => ['A', 'B'],
 };
 
 export async function twoInstances(ctx) {
@@ -37,12 +41,20 @@ export async function twoInstances(ctx) {
   // Alone first: A's broadcasts stay local only while no other instance is subscribed.
   variants.one = await measurePlacement(ctx, s, 'one', targets);
   ctx.log('two-instances: starting a second instance of the service');
-  const second = await ctx.startSecondService();
+  const second = await ctx.startExtraService();
   targets.B = second.target;
   try {
     for (const placement of ['split', 'mixed']) {
       await ctx.settle();
       variants[placement] = await measurePlacement(ctx, s, placement, targets);
+    }
+    ctx.log('two-instances: starting a third instance, with no clients');
+    const third = await ctx.startExtraService();
+    try {
+      await ctx.settle();
+      variants.idle3 = await measurePlacement(ctx, s, 'idle3', targets);
+    } finally {
+      await third.stop();
     }
   } finally {
     await second.stop();
@@ -52,7 +64,7 @@ export async function twoInstances(ctx) {
 
 async function measurePlacement(ctx, s, placement, targets) {
   const workers = ctx.messageWorkers();
-  const tag = `ti${placement[0]}`;
+  const tag = `ti${placement.slice(0, 2)}`;
   const specs = await pool(
     Array.from({ length: s.pairs }, (_, i) => i),
     8,
@@ -196,7 +208,7 @@ async function measure(ctx, name, work) {
   const cpuMs = Object.fromEntries(
     Object.entries(cpu.cores).map(([group, cores]) => [group, round(per(cores * cpu.wallSeconds * 1000), 3)]),
   );
-  cpuMs.servicesTotal = round((cpuMs.service ?? 0) + (cpuMs.service2 ?? 0), 3);
+  cpuMs.servicesTotal = round((cpuMs.service ?? 0) + (cpuMs.service2 ?? 0) + (cpuMs.service3 ?? 0), 3);
   const commands = Object.entries(commandsAfter)
     .map(([command, calls]) => [command, calls - (commandsBefore[command] ?? 0)])
     .filter(([, calls]) => calls > 0)

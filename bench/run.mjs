@@ -51,7 +51,8 @@ const LOCAL_DIR = join(ROOT, '.local', 'bench');
 const PG_PORT = Number(process.env.BENCH_PG_PORT ?? '55491');
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? '56491');
 const SERVICE_LOG = join(LOCAL_DIR, 'service.log');
-const SECOND_SERVICE_LOG = join(LOCAL_DIR, 'service-2.log');
+/** The log of the n-th instance (n ≥ 2) a scenario starts beside the first. */
+const extraServiceLog = (n) => join(LOCAL_DIR, `service-${n}.log`);
 const PROFILE_DIR = join(LOCAL_DIR, 'profile');
 
 const USAGE = `usage: npm run bench -- [options]
@@ -355,7 +356,7 @@ async function startService(urls, secrets, { logFile = SERVICE_LOG, profile = op
   }
   const logFd = openSync(logFile, 'w');
   const child = track(
-    logFile === SERVICE_LOG ? 'service' : 'second service',
+    logFile === SERVICE_LOG ? 'service' : `service (${logFile})`,
     spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', logFd, logFd] }),
   );
   closeSync(logFd);
@@ -489,12 +490,12 @@ async function main() {
 
   /** Load processes a scenario starts itself (ctx.startLoadWorker), counted as load while they run. */
   const scenarioWorkerPids = new Set();
-  /** The second instance while the two-instances scenario runs one (ctx.startSecondService). */
-  let second = null;
+  /** Further instances while the two-instances scenario runs them (ctx.startExtraService): service2, service3, … */
+  const extras = [];
   const { postmasterPid, redisPid } = services;
   const cpu = new CpuMeter(() => ({
     service: [service.pid],
-    ...(second ? { service2: [second.pid] } : {}),
+    ...Object.fromEntries(extras.map((extra, i) => [`service${i + 2}`, [extra.pid]])),
     bare: bare ? [bare.pid] : [],
     postgres: postmasterPid ? [postmasterPid, ...childPids(postmasterPid)] : [],
     redis: redisPid ? [redisPid] : [],
@@ -544,20 +545,23 @@ async function main() {
         : { kind: 'bare', url: bare.url },
     serverPid: (kind) => (kind === 'service' ? service.pid : bare.pid),
     /**
-     * Starts a second instance of the service on the same PostgreSQL and Redis (same
-     * config, another port; log in .local/bench/service-2.log), measured as the CPU group
-     * `service2` until stop(). Resolves { target, pid, stop }.
+     * Starts one more instance of the service on the same PostgreSQL and Redis (same
+     * config, another port; log in .local/bench/service-<n>.log), measured as the CPU group
+     * `service<n>` (n = 2, 3, …) until stop(), which the scenario calls, last started first.
+     * Resolves { target, pid, stop }.
      */
-    async startSecondService() {
-      if (second) throw new Error('a second instance is already running');
-      const started = await startService(urls, secrets, { logFile: SECOND_SERVICE_LOG, profile: false });
-      second = started;
+    async startExtraService() {
+      const started = await startService(urls, secrets, {
+        logFile: extraServiceLog(extras.length + 2),
+        profile: false,
+      });
+      extras.push(started);
       return {
         target: { kind: 'service', url: started.url, secret: secrets.jwtSecret },
         pid: started.pid,
         stop: async () => {
           await stopChild(started.child, { graceMs: 15_000 });
-          second = null;
+          extras.splice(extras.indexOf(started), 1);
         },
       };
     },
@@ -645,6 +649,7 @@ async function main() {
         if (
           cores.service < 0.1 &&
           (cores.service2 ?? 0) < 0.1 &&
+          (cores.service3 ?? 0) < 0.1 &&
           (cores.bare ?? 0) < 0.1 &&
           (cores.postgres ?? 0) < 0.1 &&
           (cores.redis ?? 0) < 0.1
@@ -767,7 +772,7 @@ async function main() {
   }
   out.push(
     '',
-    `results: ${options.out}; service log: ${SERVICE_LOG}${results['two-instances'] ? ` (second instance: ${SECOND_SERVICE_LOG})` : ''}`,
+    `results: ${options.out}; service log: ${SERVICE_LOG}${results['two-instances'] ? ` (the others: ${extraServiceLog('<n>')})` : ''}`,
   );
   process.stdout.write(`${out.join('\n')}\n`);
   return failures.length > 0 ? 1 : 0;

@@ -457,6 +457,7 @@ export function formatInstances(entry) {
     ['one', 'one instance'],
     ['split', 'two: senders A, receivers B'],
     ['mixed', 'two: mixed'],
+    ['idle3', 'A→B, idle third C'],
   ].filter(([key]) => result.variants[key]);
   const rows = [];
   const row = (figure, pick, digits = 0) =>
@@ -490,7 +491,8 @@ export function formatInstances(entry) {
   ]) {
     row(`CPU ms/msg, instance A (${label})`, (v) => phase(v).cpuMsPerMessage.service, 3);
     row(`  instance B`, (v) => phase(v).cpuMsPerMessage.service2 ?? null, 3);
-    row(`  both instances`, (v) => phase(v).cpuMsPerMessage.servicesTotal, 3);
+    row(`  instance C (no clients)`, (v) => phase(v).cpuMsPerMessage.service3 ?? null, 3);
+    row(`  all instances`, (v) => phase(v).cpuMsPerMessage.servicesTotal, 3);
     row(`  PostgreSQL`, (v) => phase(v).cpuMsPerMessage.postgres, 3);
     row(`  Redis`, (v) => phase(v).cpuMsPerMessage.redis, 3);
     row(`Redis commands/msg (${label})`, (v) => phase(v).store.perMessage.redisCommands, 1);
@@ -521,13 +523,13 @@ export function formatInstances(entry) {
     return `  ${title}: ${cells}   (${wallSeconds} s)`;
   });
   return [
-    'two-instances: the same one-to-one pairs with both clients on one instance (alone), senders on A and receivers on B, and spread over both (A and B share PostgreSQL and Redis)',
+    'two-instances: the same one-to-one pairs with both clients on one instance (alone), senders on A and receivers on B, spread over both, and A→B beside a third instance with no clients (all share PostgreSQL and Redis)',
     line(header),
     line(widths.map((width) => '─'.repeat(width))),
     ...rows.map(line),
     'Redis commands per message by name (throughput, INFO commandstats, script-internal calls included):',
     ...commands,
-    'CPU cores used during the throughput run (service = A, service2 = B):',
+    'CPU cores used during the throughput run (service = A, service2 = B, service3 = C):',
     ...cores,
   ].join('\n');
 }
