@@ -51,9 +51,15 @@ function connect(target, client, token, timeoutMs = 30_000) {
   });
 }
 
+/** Connects every client, to its own `client.target` where it has one, else to `target`. */
 async function connectAll(target, clients, concurrency) {
-  const tokens = await Promise.all(clients.map((client) => tokenFor(target, client.userId)));
-  return pool(clients, concurrency, async (client, index) => (await connect(target, client, tokens[index])).socket);
+  const targetOf = (client) => client.target ?? target;
+  const tokens = await Promise.all(clients.map((client) => tokenFor(targetOf(client), client.userId)));
+  return pool(
+    clients,
+    concurrency,
+    async (client, index) => (await connect(targetOf(client), client, tokens[index])).socket,
+  );
 }
 
 async function closeAll(sockets) {
@@ -123,13 +129,34 @@ function sentAtOf(message) {
 
 // ---------------------------------------------------------------------- one-to-one pairs
 
-/** Pairs of { conversationId, sender, receiver } with live sockets (throughput, latency). */
+/**
+ * Watches the order of live messages per pair: each conversation has one sender here, so
+ * its receiver should see seq ascending; `notAscending` counts messages whose seq was not
+ * above the highest seq that receiver had already got.
+ */
+class SeqOrder {
+  notAscending = 0;
+  highest = new Map();
+
+  received(pair, message) {
+    const highest = this.highest.get(pair) ?? -Infinity;
+    if (typeof message?.seq !== 'number') return;
+    if (message.seq <= highest) this.notAscending += 1;
+    else this.highest.set(pair, message.seq);
+  }
+}
+
+/**
+ * Pairs of { conversationId, sender, receiver } with live sockets (throughput, latency).
+ * A spec may name the instance each side connects to (`senderTarget`, `receiverTarget`:
+ * the two-instances scenario); otherwise both connect to `target`.
+ */
 let pairs = [];
 
 async function pairsSetup({ target, pairs: specs, concurrency = 32 }) {
   const clients = specs.flatMap((spec) => [
-    { ...spec.sender, rooms: [spec.conversationId] },
-    { ...spec.receiver, rooms: [spec.conversationId] },
+    { ...spec.sender, rooms: [spec.conversationId], target: spec.senderTarget },
+    { ...spec.receiver, rooms: [spec.conversationId], target: spec.receiverTarget },
   ]);
   const sockets = await connectAll(target, clients, concurrency);
   pairs = specs.map((spec, index) => ({
@@ -163,6 +190,7 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
   const totals = { sent: 0, stored: 0, delivered: 0, acked: 0, completed: 0 };
   const windowed = { stored: 0, delivered: 0, acked: 0, completed: 0 };
   const completion = new LatencyHistogram();
+  const order = new SeqOrder();
 
   const settle = (pair, record, failed) => {
     if (record.done) return;
@@ -215,6 +243,7 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     pair.next = 0;
     pair.receiverSocket.off('message');
     pair.receiverSocket.on('message', (message) => {
+      order.received(pair, message);
       const record = pair.records.get(message.clientMsgId);
       if (!record || record.delivered) return;
       count(record, 'delivered');
@@ -245,6 +274,7 @@ async function pairsThroughput({ window, durationMs, warmupMs, maxMessages, time
     windowed,
     totals,
     stuck,
+    notAscending: order.notAscending,
     errors,
     completion: completion.encode(),
   };
@@ -269,11 +299,13 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
   let receivedBeforeStop = 0;
   let maxTickGapMs = 0;
   let lastTick = start;
+  const order = new SeqOrder();
 
   for (const pair of pairs) {
     pair.receiverSocket.off('message');
     pair.receiverSocket.on('message', (message) => {
       const now = clock();
+      order.received(pair, message);
       const sentAt = sentAtOf(message);
       received += 1;
       if (now <= stopAt) receivedBeforeStop += 1;
@@ -321,6 +353,7 @@ async function pairsLatency({ rate, durationMs, warmupMs, timeoutMs, runId }) {
     offeredPerSecond: rate,
     achievedPerSecond: sent / (durationMs / 1000),
     maxTickGapMs,
+    notAscending: order.notAscending,
     delivery: delivery.encode(),
     bySecond: Array.from(bySecond, (histogram) => {
       if (!histogram) return null;

@@ -2,6 +2,7 @@
 //
 //   npm run bench                                   every scenario but soak (a few minutes)
 //   npm run bench -- --scenario soak                mixed load for 5 minutes, the service's memory sampled
+//   npm run bench -- --scenario two-instances       one instance against two sharing PostgreSQL and Redis
 //   npm run bench -- --scenario throughput          one scenario (repeat or comma-separate for more)
 //   npm run bench -- --quick                        smaller counts, a smoke run (about a minute)
 //   npm run bench -- --scenario throughput --cpu-prof   also profile the service while measuring
@@ -12,7 +13,8 @@
 // NODE_ENV=production and secrets generated for the run, starts bench/bare-relay.mjs, and
 // drives both from forked socket.io-client processes (bench/load-worker.mjs) over loopback;
 // the `client` scenario drives the service through the client SDK (bench/client-worker.mjs),
-// the `soak` scenario through its own mixed load (bench/soak-worker.mjs).
+// the `soak` scenario through its own mixed load (bench/soak-worker.mjs); `two-instances`
+// starts a second instance of the service beside the first (bench/instances-scenario.mjs).
 // It prints a table and writes bench/results.json. Everything it started is stopped at the
 // end, also on an error or Ctrl-C (--keep-services leaves PostgreSQL and Redis running).
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -39,7 +41,7 @@ import {
   track,
   trackedNames,
 } from './lib/processes.mjs';
-import { formatCpu, formatSoak, formatTable, rowsOf } from './lib/report.mjs';
+import { formatCpu, formatInstances, formatSoak, formatTable, rowsOf } from './lib/report.mjs';
 import { formatProfile, summarizeProfile } from './profile-summary.mjs';
 import * as scenarioRunners from './scenarios.mjs';
 import { OPT_IN_SCENARIOS, SCENARIOS, settingsFor } from './scenarios.mjs';
@@ -49,6 +51,8 @@ const LOCAL_DIR = join(ROOT, '.local', 'bench');
 const PG_PORT = Number(process.env.BENCH_PG_PORT ?? '55491');
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? '56491');
 const SERVICE_LOG = join(LOCAL_DIR, 'service.log');
+/** The log of the n-th instance (n ≥ 2) a scenario starts beside the first. */
+const extraServiceLog = (n) => join(LOCAL_DIR, `service-${n}.log`);
 const PROFILE_DIR = join(LOCAL_DIR, 'profile');
 
 const USAGE = `usage: npm run bench -- [options]
@@ -96,7 +100,7 @@ for (const name of selected) {
 const scenarios = SCENARIOS.filter((name) => selected.includes(name));
 // Scenarios with no bare-relay run: the relay has no offline queue, the SDK speaks only the service's
 // protocol, and the soak watches the service's own memory.
-const SERVICE_ONLY = new Set(['drain', 'client', 'soak']);
+const SERVICE_ONLY = new Set(['drain', 'client', 'soak', 'two-instances']);
 const messageWorkerCount = Math.max(1, Number.parseInt(options.workers, 10) || 2);
 
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
@@ -241,8 +245,10 @@ async function freshStores(urls) {
 /**
  * Counters of the work the service asks of its stores, read in an instant: PostgreSQL write
  * transactions (transaction ids handed out; each probe takes one itself) and WAL bytes,
- * and the commands Redis processed. (pg_stat_database would count reads too, but a
- * backend may publish its statistics up to 10 s late.)
+ * and the commands Redis processed and the bytes it read and wrote on its connections
+ * (pub/sub deliveries to subscribers count as written bytes, not commands; each probe's
+ * INFO reply adds about 2 KB). (pg_stat_database would count reads too, but a backend may
+ * publish its statistics up to 10 s late.)
  */
 async function storeCounters(urls) {
   const admin = new URL(urls.DATABASE_URL);
@@ -260,11 +266,21 @@ async function storeCounters(urls) {
         [wal0],
       );
       const info = await redis.info('stats');
+      const stat = (name) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
       return {
         pgWriteTransactions: Number(rows[0].xid),
         pgWalBytes: Number(rows[0].wal),
-        redisCommands: Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? 0),
+        redisCommands: stat('total_commands_processed'),
+        redisNetInputBytes: stat('total_net_input_bytes'),
+        redisNetOutputBytes: stat('total_net_output_bytes'),
       };
+    },
+    /** Calls per Redis command so far (INFO commandstats; commands run by scripts included). */
+    async redisCommandCalls() {
+      const info = await redis.info('commandstats');
+      return Object.fromEntries(
+        [...info.matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)].map(([, command, calls]) => [command, Number(calls)]),
+      );
     },
     /**
      * Between scenarios: vacuum and analyze the service's database and write a checkpoint,
@@ -307,7 +323,12 @@ async function startBareRelay() {
   return { child, pid: child.pid, url: `http://127.0.0.1:${port}` };
 }
 
-async function startService(urls, secrets) {
+/**
+ * Starts one instance of the service on a free port, logging to `logFile`; `profile`
+ * opens its inspector for --cpu-prof. A second instance (the two-instances scenario)
+ * shares the stores and the secrets: only the port and the log differ.
+ */
+async function startService(urls, secrets, { logFile = SERVICE_LOG, profile = options['cpu-prof'] } = {}) {
   const port = await freePort();
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -327,22 +348,23 @@ async function startService(urls, secrets) {
     ...(process.env.BENCH_SERVICE_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
     join(ROOT, 'dist', 'main.js'),
   ];
-  const inspectPort = options['cpu-prof'] ? await freePort() : null;
+  const inspectPort = profile ? await freePort() : null;
   if (inspectPort) {
     rmSync(PROFILE_DIR, { recursive: true, force: true });
     mkdirSync(PROFILE_DIR, { recursive: true });
     args.unshift(`--inspect=127.0.0.1:${inspectPort}`);
   }
-  const logFd = openSync(SERVICE_LOG, 'w');
-  const child = track('service', spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', logFd, logFd] }));
+  const logFd = openSync(logFile, 'w');
+  const child = track(
+    logFile === SERVICE_LOG ? 'service' : `service (${logFile})`,
+    spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', logFd, logFd] }),
+  );
   closeSync(logFd);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 90_000;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(
-        `the service exited (${child.exitCode ?? child.signalCode}) while starting:\n${tail(SERVICE_LOG)}`,
-      );
+      throw new Error(`the service exited (${child.exitCode ?? child.signalCode}) while starting:\n${tail(logFile)}`);
     }
     try {
       const response = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2_000) });
@@ -350,7 +372,7 @@ async function startService(urls, secrets) {
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`the service was not ready within 90 s:\n${tail(SERVICE_LOG)}`);
+    if (Date.now() > deadline) throw new Error(`the service was not ready within 90 s:\n${tail(logFile)}`);
     await sleep(200);
   }
   const profiler = inspectPort ? await attachProfiler(inspectPort) : null;
@@ -468,9 +490,12 @@ async function main() {
 
   /** Load processes a scenario starts itself (ctx.startLoadWorker), counted as load while they run. */
   const scenarioWorkerPids = new Set();
+  /** Further instances while the two-instances scenario runs them (ctx.startExtraService): service2, service3, … */
+  const extras = [];
   const { postmasterPid, redisPid } = services;
   const cpu = new CpuMeter(() => ({
     service: [service.pid],
+    ...Object.fromEntries(extras.map((extra, i) => [`service${i + 2}`, [extra.pid]])),
     bare: bare ? [bare.pid] : [],
     postgres: postmasterPid ? [postmasterPid, ...childPids(postmasterPid)] : [],
     redis: redisPid ? [redisPid] : [],
@@ -525,6 +550,29 @@ async function main() {
         ? { kind: 'service', url: service.url, secret: secrets.jwtSecret }
         : { kind: 'bare', url: bare.url },
     serverPid: (kind) => (kind === 'service' ? service.pid : bare.pid),
+    /**
+     * Starts one more instance of the service on the same PostgreSQL and Redis (same
+     * config, another port; log in .local/bench/service-<n>.log), measured as the CPU group
+     * `service<n>` (n = 2, 3, …) until stop(), which the scenario calls, last started first.
+     * Resolves { target, pid, stop }.
+     */
+    async startExtraService() {
+      const started = await startService(urls, secrets, {
+        logFile: extraServiceLog(extras.length + 2),
+        profile: false,
+      });
+      extras.push(started);
+      return {
+        target: { kind: 'service', url: started.url, secret: secrets.jwtSecret },
+        pid: started.pid,
+        stop: async () => {
+          await stopChild(started.child, { graceMs: 15_000 });
+          extras.splice(extras.indexOf(started), 1);
+        },
+      };
+    },
+    /** Calls per Redis command so far (INFO commandstats). */
+    redisCommandCalls: () => stores.redisCommandCalls(),
     /** The service's V8 heap in use (its /metrics), null for the bare relay. */
     heapUsedBytes: async (kind, { collect = false } = {}) => {
       if (kind !== 'service') return null;
@@ -610,7 +658,14 @@ async function main() {
         const start = cpu.snapshot();
         await sleep(300);
         const { cores } = cpu.since(start);
-        if (cores.service < 0.1 && (cores.bare ?? 0) < 0.1 && (cores.postgres ?? 0) < 0.1 && (cores.redis ?? 0) < 0.1) {
+        if (
+          cores.service < 0.1 &&
+          (cores.service2 ?? 0) < 0.1 &&
+          (cores.service3 ?? 0) < 0.1 &&
+          (cores.bare ?? 0) < 0.1 &&
+          (cores.postgres ?? 0) < 0.1 &&
+          (cores.redis ?? 0) < 0.1
+        ) {
           return;
         }
       }
@@ -630,7 +685,8 @@ async function main() {
       }
       log(`${name} / ${kind === 'bare' ? 'bare relay' : 'service'}…`);
       try {
-        entry[kind] = name === 'drain' ? await scenarioRunners.drain(ctx) : await scenarioRunners[name](ctx, kind);
+        const runner = scenarioRunners[name.replace(/-(\w)/g, (_, letter) => letter.toUpperCase())];
+        entry[kind] = name === 'drain' ? await scenarioRunners.drain(ctx) : await runner(ctx, kind);
         log(`${name} / ${kind}: ${headline(name, entry[kind])}`);
       } catch (error) {
         if (cleaning) return 130;
@@ -642,6 +698,8 @@ async function main() {
     }
   }
 
+  // The 1-minute figure at the end mostly covers the run itself (this machine is shared).
+  const loadAtEnd = os.loadavg();
   service.profiler?.close();
   await stores.close();
   await Promise.allSettled(workers.map((worker) => worker.stop()));
@@ -658,6 +716,7 @@ async function main() {
       cpuModel: os.cpus()[0]?.model ?? null,
       memoryBytes: os.totalmem(),
       loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadAtEnd,
       platform: `${os.type()} ${os.release()} ${os.arch()}`,
       node: process.version,
       openFiles: openFilesLimit(),
@@ -702,23 +761,31 @@ async function main() {
   const out = [];
   out.push('');
   out.push(
-    `messaging-service bench — ${report.timestamp}, ${report.machine.cpus} CPUs, ${Math.round(report.machine.memoryBytes / 2 ** 30)} GiB, Node ${process.version}, load average at start ${loadAtStart.map((v) => v.toFixed(2)).join(' ')}${options.quick ? ', QUICK (reduced counts)' : ''}`,
+    `messaging-service bench — ${report.timestamp}, ${report.machine.cpus} CPUs, ${Math.round(report.machine.memoryBytes / 2 ** 30)} GiB, Node ${process.version}, load average at start ${loadAtStart.map((v) => v.toFixed(2)).join(' ')}, at end ${loadAtEnd.map((v) => v.toFixed(2)).join(' ')}${options.quick ? ', QUICK (reduced counts)' : ''}`,
   );
-  out.push('ratio = service ÷ bare relay (same run, same load generator). Targets are reported, not asserted.');
-  out.push('');
-  out.push(formatTable(rowsOf(results)));
+  const rows = rowsOf(results);
+  if (rows.length > 0) {
+    out.push('ratio = service ÷ bare relay (same run, same load generator). Targets are reported, not asserted.');
+    out.push('');
+    out.push(formatTable(rows));
+  }
   const failures = Object.entries(results).flatMap(([name, entry]) =>
     ['bare', 'service'].filter((kind) => entry[kind]?.error).map((kind) => `${name} / ${kind}: ${entry[kind].error}`),
   );
   if (failures.length > 0) out.push('', 'FAILED:', ...failures.map((line) => `  ${line}`));
   const soakText = formatSoak(results.soak);
   if (soakText) out.push('', soakText);
+  const instancesText = formatInstances(results['two-instances']);
+  if (instancesText) out.push('', instancesText);
   const cpuText = formatCpu(results);
   if (cpuText) out.push('', cpuText);
   for (const [name, profile] of Object.entries(profiles)) {
     out.push('', formatProfile(profile, `CPU profile of the service during ${name}`), `  (${profile.file})`);
   }
-  out.push('', `results: ${options.out}; service log: ${SERVICE_LOG}`);
+  out.push(
+    '',
+    `results: ${options.out}; service log: ${SERVICE_LOG}${results['two-instances'] ? ` (the others: ${extraServiceLog('<n>')})` : ''}`,
+  );
   process.stdout.write(`${out.join('\n')}\n`);
   return failures.length > 0 ? 1 : 0;
 }
@@ -733,6 +800,13 @@ function headline(name, result) {
       return `${result.opened} open, ${result.connectsPerSecond} connects/s (known devices again: ${result.reconnectsPerSecond}/s), ${result.rssPerConnectionKiB} KB RSS each; CPU ms per connect ${JSON.stringify(result.cpuMsPerConnect)}, per reconnect ${JSON.stringify(result.cpuMsPerReconnect)}`;
     case 'drain':
       return `${result.received}/${result.count} drained in ${result.drainSeconds} s (${result.pages} pages)`;
+    case 'two-instances':
+      return Object.entries(result.variants)
+        .map(
+          ([variant, v]) =>
+            `${variant}: ${v.throughput.perSecond.completed.toLocaleString('en-US')} msg/s, p99 ${v.latency.deliveryMs.p99} ms, ${v.throughput.cpuMsPerMessage.servicesTotal} ms CPU/msg`,
+        )
+        .join('; ');
     case 'fanout':
       return `${result.deliveriesPerSecond.toLocaleString('en-US')} deliveries/s (${result.messagesPerSecond} msg/s)`;
     case 'client':

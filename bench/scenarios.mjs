@@ -7,12 +7,16 @@ import { rssKiB, sleep } from './lib/processes.mjs';
 import { summarize } from './lib/stats.mjs';
 
 export { client } from './client-scenario.mjs';
+export { twoInstances } from './instances-scenario.mjs';
 export { soak } from './soak-scenario.mjs';
 
 // Connections runs first: its RSS baseline is cleanest on a server that has not carried load yet.
-export const SCENARIOS = ['connections', 'throughput', 'latency', 'drain', 'fanout', 'client', 'soak'];
-/** Run only when asked for by name: the soak takes minutes on its own. */
-export const OPT_IN_SCENARIOS = new Set(['soak']);
+export const SCENARIOS = ['connections', 'throughput', 'latency', 'drain', 'fanout', 'client', 'soak', 'two-instances'];
+/**
+ * Run only when asked for by name: the soak takes minutes on its own; two-instances
+ * starts a second service process and measures three placements of its clients.
+ */
+export const OPT_IN_SCENARIOS = new Set(['soak', 'two-instances']);
 
 /** Counts and bounds of each scenario; --quick shrinks them for a smoke run. */
 export function settingsFor(quick) {
@@ -78,6 +82,20 @@ export function settingsFor(quick) {
       heapWarmup: 20,
       heapConcurrency: 50,
       heapHoldMs: 1_000,
+      timeoutMs: 15_000,
+    },
+    'two-instances': {
+      // The throughput scenario's pairs and window, then the latency scenario's rate and
+      // durations, on the same pairs, for each placement (bench/instances-scenario.mjs).
+      pairs: quick ? 16 : 64,
+      window: 16,
+      placementWarmupMs: quick ? 2_000 : 3_000,
+      durationMs: quick ? 4_000 : 10_000,
+      warmupMs: quick ? 1_000 : 2_000,
+      maxMessagesPerWorker: quick ? 100_000 : 500_000,
+      latencyRatePerSecond: 1_000,
+      latencyDurationMs: quick ? 5_000 : 13_000,
+      latencyWarmupMs: 3_000,
       timeoutMs: 15_000,
     },
     soak: {
@@ -202,6 +220,7 @@ export async function throughput(ctx, kind) {
       stuck: sum(parts, (p) => p.stuck),
     },
     completionLatencyMs: summarize(parts.map((p) => p.completion)),
+    liveNotAscending: sum(parts, (p) => p.notAscending),
     serverCpuMsPerMessage: cpuMsPerMessage(
       cpu,
       kind,
@@ -263,6 +282,7 @@ export async function latency(ctx, kind) {
     deliveryMs: summarize(parts.map((p) => p.delivery)),
     deliveryBySecond: parts.map((p) => p.bySecond),
     storedAckMs: summarize(parts.map((p) => p.stored)),
+    liveNotAscending: sum(parts, (p) => p.notAscending),
     loadGeneratorMaxTickGapMs: round(Math.max(...parts.map((p) => p.maxTickGapMs)), 1),
     errors: mergeErrors(parts.map((p) => p.errors)),
     cpu,

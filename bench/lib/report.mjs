@@ -462,3 +462,88 @@ export function formatCpu(results) {
   }
   return lines.length > 0 ? `CPU cores used while measuring (2 = both cores busy):\n${lines.join('\n')}` : '';
 }
+
+/** The two-instances scenario: one column per placement of the clients, one row per figure. */
+export function formatInstances(entry) {
+  const result = entry?.service;
+  if (!result?.variants) return '';
+  const columns = [
+    ['one', 'one instance'],
+    ['split', 'two: senders A, receivers B'],
+    ['mixed', 'two: mixed'],
+    ['idle3', 'A→B, idle third C'],
+  ].filter(([key]) => result.variants[key]);
+  const rows = [];
+  const row = (figure, pick, digits = 0) =>
+    rows.push([
+      figure,
+      ...columns.map(([key]) => {
+        const value = pick(result.variants[key]);
+        return number(value, digits);
+      }),
+    ]);
+  const t = (v) => v.throughput;
+  const l = (v) => v.latency;
+  row('pairs whose sender and receiver are on different instances', (v) => v.crossingPairs);
+  row(
+    `throughput: msg/s stored+delivered+acked (${result.pairs} pairs, window ${result.window})`,
+    (v) => t(v).perSecond.completed,
+  );
+  row('  live deliveries/s', (v) => t(v).perSecond.delivered);
+  row('  send → recipient ack done, p50 ms', (v) => t(v).completionLatencyMs.p50, 2);
+  row('  send → recipient ack done, p99 ms', (v) => t(v).completionLatencyMs.p99, 2);
+  row(
+    `latency: p50 ms send → receipt, offered ${number(result.latencyRatePerSecond)} msg/s`,
+    (v) => l(v).deliveryMs.p50,
+    2,
+  );
+  row('  p99 ms', (v) => l(v).deliveryMs.p99, 2);
+  row('  sent msg/s', (v) => l(v).achievedPerSecond);
+  for (const { label, phase } of [
+    { label: 'throughput', phase: t },
+    { label: 'latency run', phase: l },
+  ]) {
+    row(`CPU ms/msg, instance A (${label})`, (v) => phase(v).cpuMsPerMessage.service, 3);
+    row(`  instance B`, (v) => phase(v).cpuMsPerMessage.service2 ?? null, 3);
+    row(`  instance C (no clients)`, (v) => phase(v).cpuMsPerMessage.service3 ?? null, 3);
+    row(`  all instances`, (v) => phase(v).cpuMsPerMessage.servicesTotal, 3);
+    row(`  PostgreSQL`, (v) => phase(v).cpuMsPerMessage.postgres, 3);
+    row(`  Redis`, (v) => phase(v).cpuMsPerMessage.redis, 3);
+    row(`Redis commands/msg (${label})`, (v) => phase(v).store.perMessage.redisCommands, 1);
+    row(`  Redis bytes in/msg`, (v) => phase(v).store.perMessage.redisNetInputBytes);
+    row(`  Redis bytes out/msg`, (v) => phase(v).store.perMessage.redisNetOutputBytes);
+    row(`  PostgreSQL write transactions/msg`, (v) => phase(v).store.perMessage.pgWriteTransactions, 2);
+    row(`  WAL bytes/msg`, (v) => phase(v).store.perMessage.pgWalBytes);
+  }
+  row('live messages not in seq order (both runs)', (v) => t(v).liveNotAscending + l(v).liveNotAscending);
+  row('errors and timeouts (both runs)', (v) => t(v).errors + l(v).errors);
+  const header = ['figure', ...columns.map(([, title]) => title)];
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((cells) => cells[i].length)));
+  const line = (cells) =>
+    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ');
+  const commands = columns.map(([key, title]) => {
+    const top = Object.entries(result.variants[key].throughput.redisCommandsPerMessage)
+      .slice(0, 6)
+      .map(([command, calls]) => `${command} ${number(calls, 2)}`)
+      .join(', ');
+    return `  ${title}: ${top}`;
+  });
+  const cores = columns.map(([key, title]) => {
+    const { cores: used, wallSeconds } = result.variants[key].throughput.cpu;
+    const cells = Object.entries(used)
+      .filter(([group]) => group !== 'bare')
+      .map(([group, value]) => `${group} ${value.toFixed(2)}`)
+      .join('  ');
+    return `  ${title}: ${cells}   (${wallSeconds} s)`;
+  });
+  return [
+    'two-instances: the same one-to-one pairs with both clients on one instance (alone), senders on A and receivers on B, spread over both, and A→B beside a third instance with no clients (all share PostgreSQL and Redis)',
+    line(header),
+    line(widths.map((width) => '─'.repeat(width))),
+    ...rows.map(line),
+    'Redis commands per message by name (throughput, INFO commandstats, script-internal calls included):',
+    ...commands,
+    'CPU cores used during the throughput run (service = A, service2 = B, service3 = C):',
+    ...cores,
+  ].join('\n');
+}
