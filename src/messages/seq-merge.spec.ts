@@ -16,7 +16,8 @@ function item(seq: number, previousAt: number | null = 0, conversationId = CONVE
     clientMsgId: `c-${seq}`,
     contentType: 'text/plain',
     body: String(seq),
-    createdAt: new Date(0).toISOString(),
+    // Committed now (the tests' clock stands for the database's).
+    createdAt: new Date().toISOString(),
   };
   return { message, userIds: ['bob'], previousAt };
 }
@@ -162,6 +163,19 @@ describe('SeqMerge', () => {
   it('never holds a first sight longer than the hold, whatever the clocks say', async () => {
     merge.accept(item(42, Date.now() + 60_000));
     await vi.advanceTimersByTimeAsync(HOLD);
+    expect(emitted).toEqual([42]);
+  });
+
+  it("judges a first sight by the database's times alone, not this instance's clock", async () => {
+    // Committed 10 s before this instance's now (a clock ahead of the database's), its
+    // predecessor 10 ms before it: still possibly in flight.
+    const late = item(42, 0);
+    const committed = Date.now() - 10_000;
+    late.message.createdAt = new Date(committed).toISOString();
+    late.previousAt = committed - 10;
+    merge.accept(late);
+    expect(emitted).toEqual([]);
+    await vi.advanceTimersByTimeAsync(HOLD - 10);
     expect(emitted).toEqual([42]);
   });
 

@@ -71,9 +71,9 @@ interface Line {
  *   conversation's lock) and emitted in order. A lower seq arriving after that is `late`
  *   and dropped here: it already went out, or its devices have it in their queues.
  * - The first seq of a conversation seen here (or seen again after it went idle) has no
- *   known predecessor. If that predecessor was committed more than `holdMs` ago, it
- *   went out long before and this one is next; if recently, it may still be in flight
- *   from another instance, so this one waits for it until `previousAt + holdMs`.
+ *   known predecessor. If that predecessor was committed `holdMs` or more before this
+ *   one, it went out long before and this one is next; if less, it may still be in
+ *   flight from another instance, so this one waits for it for what is left of `holdMs`.
  */
 export class SeqMerge {
   private readonly lines = new Map<string, Line>();
@@ -114,18 +114,25 @@ export class SeqMerge {
     return count;
   }
 
-  /** The seq this item may go out as the first of its conversation, or null: wait. */
+  /**
+   * The seq this item may go out as the first of its conversation, or null: wait. Both
+   * times compared are the database's (the item's commit and its predecessor's), so the
+   * clocks of instances and database need not agree.
+   */
   private baselineOf(item: LiveItem): number | null {
     const { seq } = item.message;
-    if (seq === 1 || item.previousAt === null || this.now() - item.previousAt >= this.options.holdMs) return seq;
-    return null;
+    return seq === 1 || this.waitFor(item) === 0 ? seq : null;
   }
 
-  /** Capped at `holdMs` from now: a skewed clock never holds an item longer. */
+  /** How much longer than its arrival a first sight waits for its predecessor. */
+  private waitFor(item: LiveItem): number {
+    if (item.previousAt === null) return 0;
+    const apart = Date.parse(item.message.createdAt) - item.previousAt;
+    return Math.max(0, this.options.holdMs - Math.max(0, apart));
+  }
+
   private deadlineOf(item: LiveItem, next: number | null): number {
-    const now = this.now();
-    const cap = now + this.options.holdMs;
-    return next === null && item.previousAt !== null ? Math.min(item.previousAt + this.options.holdMs, cap) : cap;
+    return this.now() + (next === null ? this.waitFor(item) : this.options.holdMs);
   }
 
   private advance(line: Line): void {
