@@ -34,6 +34,43 @@ function categoryOf(callFrame) {
 
 const UNOWNED = new Set(['native', 'node internals', 'V8/native (unattributed)']);
 
+/**
+ * The components of the README's CPU breakdown, from owners (see summarizeProfile). JSON
+ * has no owner of its own: JSON.parse and stringify are native and charged to their
+ * callers (socket.io-parser's encode, ioredis replies, our envelopes).
+ */
+const COMPONENTS = [
+  [
+    'socket.io / engine.io framing and socket writes',
+    /^(socket\.io|socket\.io-parser|socket\.io-adapter|@socket\.io\/.*|engine\.io|engine\.io-parser|ws|service: platform)$/,
+  ],
+  ['PostgreSQL driver (pg)', /^(pg|pg-protocol|pg-pool|pg-types|postgres-.*|@prisma\/.*)$/],
+  ['Redis driver (ioredis)', /^(ioredis|redis-parser|@ioredis\/.*|denque|cluster-key-slot|standard-as-callback)$/],
+  ['crypto (libsodium, JWT)', /^(libsodium|libsodium-wrappers|jose|service: crypto|service: auth)$/],
+  ['validation (zod)', /^zod$/],
+  ['logging and async context', /^(pino|pino-.*|nestjs-pino|@pinojs\/.*|sonic-boom|thread-stream)$/],
+  ['metrics (prom-client)', /^(prom-client|tdigest|bintrees|service: metrics)$/],
+  ['GC', /^GC$/],
+  ["the service's own code", /^service: /],
+];
+
+/** Owners summed into COMPONENTS; what fits none is "other" (Nest, Node internals, …). */
+export function componentsOf(summary) {
+  const totals = new Map(COMPONENTS.map(([name]) => [name, 0]));
+  let other = 0;
+  for (const { name, ms } of summary.owners) {
+    const component = COMPONENTS.find(([, pattern]) => pattern.test(name));
+    if (component) totals.set(component[0], totals.get(component[0]) + ms);
+    else other += ms;
+  }
+  const share = (ms) => Math.round((ms / summary.busyMs) * 1000) / 10;
+  return [...totals, ['other (Nest, rxjs, Node internals, …)', other]].map(([name, ms]) => ({
+    name,
+    ms,
+    share: share(ms),
+  }));
+}
+
 /** { busyMs, categories, owners: [{ name, ms, share }], functions: [{ name, where, ms, share }] } */
 export function summarizeProfile(pathOrProfile, top = 15) {
   const profile = typeof pathOrProfile === 'string' ? JSON.parse(readFileSync(pathOrProfile, 'utf8')) : pathOrProfile;
@@ -101,6 +138,8 @@ export function formatProfile(summary, title = 'CPU profile of the service', lim
   const percent = (share) => `${share.toFixed(1).padStart(5)}%`;
   lines.push('  by owner (native and Node-internal time charged to the package or service code that called it):');
   for (const { name, share } of summary.owners.slice(0, limit)) lines.push(`    ${percent(share)}  ${name}`);
+  lines.push("  by component (the README's breakdown):");
+  for (const { name, share } of componentsOf(summary)) lines.push(`    ${percent(share)}  ${name}`);
   lines.push('  self time by where the code lives:');
   for (const { name, share } of summary.categories.slice(0, limit)) lines.push(`    ${percent(share)}  ${name}`);
   lines.push('  hottest functions (self time):');
