@@ -12,6 +12,14 @@ export interface LocalServicesOptions {
   redisPort?: number;
   /** Redis logical databases. Default 16. */
   redisDatabases?: number;
+  /**
+   * `single` (default): one redis-server on `redisPort`. `cluster`: a Redis Cluster of three
+   * masters with one replica each on `redisClusterPorts` (data in <localDir>/redis-cluster/),
+   * and `redisUrl` lists the six nodes, comma-separated (REDIS_MODE=cluster's REDIS_URL).
+   */
+  redisMode?: 'single' | 'cluster';
+  /** Six distinct ports up to 55535 (each node's cluster bus takes port + 10000). Default 57001-57006. */
+  redisClusterPorts?: readonly number[];
   /** How long to wait for a service to answer. Default 30. */
   waitSeconds?: number;
   /** Progress lines (default: stderr, prefixed [local-services]). */
@@ -25,7 +33,7 @@ export interface LocalServiceUrls {
   databaseUrl: string;
   /** postgresql://postgres@127.0.0.1:PORT/postgres (superuser, trust authentication) */
   adminUrl: string;
-  /** redis://127.0.0.1:PORT (no database index) */
+  /** redis://127.0.0.1:PORT (no database index); in cluster mode the nodes' URLs, comma-separated. */
   redisUrl: string;
 }
 
@@ -35,6 +43,7 @@ export interface LocalServices extends LocalServiceUrls {
   localDir: string;
   /** The postmaster (its backends are its children), null if it could not be read. */
   postmasterPid: number | null;
+  /** null in cluster mode (six processes; their pid files are in redis-cluster/<port>/). */
   redisPid: number | null;
 }
 
