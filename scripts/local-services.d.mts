@@ -18,7 +18,7 @@ export interface LocalServicesOptions {
    * and `redisUrl` lists the six nodes, comma-separated (REDIS_MODE=cluster's REDIS_URL).
    */
   redisMode?: 'single' | 'cluster';
-  /** Six distinct ports up to 55535 (each node's cluster bus takes port + 10000). Default 57001-57006. */
+  /** Six distinct ports up to 55535 (each node's cluster bus takes port + 10000). Default 47001-47006. */
   redisClusterPorts?: readonly number[];
   /** How long to wait for a service to answer. Default 30. */
   waitSeconds?: number;

@@ -14,7 +14,7 @@
 //   REDIS_MODE       single or cluster  (default: single). cluster: instead of the one Redis,
 //                    a Redis Cluster of 3 masters with 1 replica each (data in redis-cluster/),
 //                    and REDIS_URL lists the 6 nodes, comma-separated
-//   REDIS_CLUSTER_PORTS  its 6 ports   (default: 57001,...,57006; each also uses port+10000)
+//   REDIS_CLUSTER_PORTS  its 6 ports   (default: 47001,...,47006; each also uses port+10000)
 //   WAIT_SECONDS     how long to wait for a service to answer (default: 30)
 //
 // start   installs what is missing (scripts/apt-install.sh), starts both (or reuses them
@@ -62,7 +62,7 @@ export const DEFAULTS = Object.freeze({
   redisPort: 56379,
   redisDatabases: 16,
   redisMode: 'single',
-  redisClusterPorts: Object.freeze([57001, 57002, 57003, 57004, 57005, 57006]),
+  redisClusterPorts: Object.freeze([47001, 47002, 47003, 47004, 47005, 47006]),
   waitSeconds: 30,
 });
 /** Replicas per master of the local Redis Cluster: 3 masters and 3 replicas take 6 ports. */

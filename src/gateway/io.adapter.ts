@@ -2,8 +2,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
-import { createAdapter } from '@socket.io/redis-adapter';
-import type { Redis } from 'ioredis';
+import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
@@ -12,6 +11,7 @@ import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.j
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { InstanceTopology } from '../redis/instance-topology.service.js';
+import type { RedisClient } from '../redis/redis-client.js';
 import type { RedisService } from '../redis/redis.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
@@ -26,13 +26,16 @@ const ENVELOPE_BYTES = 64 * 1024;
  *
  * Rooms span instances through the Redis adapter (@socket.io/redis-adapter): an emit
  * to a user or conversation room reaches sockets on every instance, and a removed
- * member's sockets leave a room everywhere.
+ * member's sockets leave a room everywhere. In a Redis Cluster, the sharded adapter
+ * (SPUBLISH/SSUBSCRIBE, Redis 7): each room has its own channel, so a broadcast goes to
+ * the one shard owning that channel's slot and to the instances holding that room,
+ * instead of every classic PUBLISH crossing every node of the cluster.
  *
  * The library patches it applies live in src/platform/, each with a spec pinning what it
  * relies on.
  */
 export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
-  private readonly clients: Redis[] = [];
+  private readonly clients: RedisClient[] = [];
 
   constructor(
     app: INestApplicationContext,
@@ -58,15 +61,15 @@ export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
       coalesceWrites(socket),
     );
     const pub = this.redis.duplicate();
-    const sub = this.redis.duplicate();
+    const sub = this.redis.mode === 'cluster' ? this.redis.shardedSubscriber() : this.redis.duplicate();
     // Outages are reported by the main connection and readiness; these just reconnect.
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
+    const prefix = `sio:${this.redis.channelDb}`;
     server.adapter(
-      skipRedisWhenAlone(
-        createAdapter(publishSafely(pub), sub, { key: `sio:${this.redis.client.options.db ?? 0}` }),
-        this.topology,
-      ),
+      this.redis.mode === 'cluster'
+        ? skipRedisWhenAlone(createShardedAdapter(publishSafely(pub), sub, { channelPrefix: prefix }), this.topology)
+        : skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: prefix }), this.topology),
     );
     return server;
   }

@@ -1,7 +1,10 @@
-import type { createAdapter, RedisAdapter } from '@socket.io/redis-adapter';
+import type { RedisAdapter } from '@socket.io/redis-adapter';
+import type { Namespace } from 'socket.io';
 
-type AdapterFactory = ReturnType<typeof createAdapter>;
 type BroadcastArgs = Parameters<RedisAdapter['broadcast']>;
+
+/** What createAdapter and createShardedAdapter return: both adapters take `broadcast(packet, opts)`. */
+type AdapterFactory<Adapter> = (nsp: Namespace) => Adapter;
 
 /** Whether this is the only instance of the service (see InstanceTopology). */
 export interface Topology {
@@ -13,9 +16,12 @@ export interface Topology {
  * would receive the Redis copy. The adapter skips its publish for a broadcast flagged
  * `local` (what `server.local` sets) and still delivers to this instance's sockets.
  */
-export function skipRedisWhenAlone(factory: AdapterFactory, topology: Topology): AdapterFactory {
+export function skipRedisWhenAlone<Adapter extends Pick<RedisAdapter, 'broadcast'>>(
+  factory: AdapterFactory<Adapter>,
+  topology: Topology,
+): AdapterFactory<Adapter> {
   // Socket.IO calls the factory with `new`: it must be a plain function, not an arrow.
-  return function adapterFor(nsp: Parameters<AdapterFactory>[0]): RedisAdapter {
+  return function adapterFor(nsp: Namespace): Adapter {
     const adapter = factory(nsp);
     const broadcast = adapter.broadcast.bind(adapter);
     adapter.broadcast = (packet: BroadcastArgs[0], opts: BroadcastArgs[1]) =>
