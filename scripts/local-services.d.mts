@@ -98,6 +98,23 @@ export declare function freePort(): Promise<number>;
 /** `count` distinct free ports. */
 export declare function freePorts(count: number): Promise<number[]>;
 
+/** `count` distinct free ports whose cluster bus ports (port + 10000) are free too. */
+export declare function freeClusterPorts(count: number): Promise<number[]>;
+
+/**
+ * Starts (or reuses) the Redis Cluster of `options.localDir` (three masters, one replica
+ * each, on `options.redisClusterPorts`) without PostgreSQL, under the folder's lock.
+ *
+ * @example
+ * const { redisUrl } = await startLocalRedisCluster({ localDir: '.local/test', redisClusterPorts: await freeClusterPorts(6) });
+ */
+export declare function startLocalRedisCluster(
+  options?: LocalServicesOptions,
+): Promise<{ redisUrl: string; ports: number[]; dir: string }>;
+
+/** Stops it (data kept). stopLocalServices stops it too. */
+export declare function stopLocalRedisCluster(options?: LocalServicesOptions): Promise<void>;
+
 /** A redis-server child of this process (startRedisProcess). */
 export interface RedisProcess {
   /** redis://127.0.0.1:PORT */

@@ -200,6 +200,28 @@ export async function freePort() {
   return port;
 }
 
+/**
+ * `count` distinct ports for Redis Cluster nodes: each free with its cluster bus port
+ * (port + 10000), both below the kernel's ephemeral range when it leaves room.
+ */
+export async function freeClusterPorts(count) {
+  let high = 55_535;
+  try {
+    const ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (ephemeralLow - 10_001 - 20_000 >= 1_000) high = Math.min(high, ephemeralLow - 10_001);
+  } catch {
+    // not Linux: the whole range
+  }
+  const ports = new Set();
+  for (let attempt = 0; ports.size < count; attempt += 1) {
+    if (attempt > count * 50) throw new Error(`could not find ${count} free ports for Redis Cluster nodes`);
+    const port = 20_000 + Math.floor(Math.random() * (high - 20_000 + 1));
+    if (ports.has(port) || ports.has(port + 10_000) || ports.has(port - 10_000)) continue;
+    if ((await probePort(port)) !== undefined && (await probePort(port + 10_000)) !== undefined) ports.add(port);
+  }
+  return [...ports];
+}
+
 /** `count` distinct free ports. */
 export async function freePorts(count) {
   const ports = new Set();
@@ -943,6 +965,29 @@ async function withDirLock(s, action) {
   } finally {
     lock.release();
   }
+}
+
+/**
+ * Starts (or reuses) the Redis Cluster of `options.localDir` on `options.redisClusterPorts`
+ * alone, without PostgreSQL; returns its seed URLs (REDIS_URL in cluster mode).
+ */
+export async function startLocalRedisCluster(options = {}) {
+  const s = settle({ ...options, redisMode: 'cluster' });
+  await installLocalServices({ log: s.log });
+  mkdirSync(s.localDir, { recursive: true });
+  return withDirLock(s, async () => {
+    const started = Date.now();
+    await startRedisCluster(s);
+    s.log(`Redis Cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    return { redisUrl: localServiceUrls(s).redisUrl, ports: [...s.redisClusterPorts], dir: s.redisClusterDir };
+  });
+}
+
+/** Stops the Redis Cluster of `options.localDir` (data kept); stopLocalServices stops it too. */
+export async function stopLocalRedisCluster(options = {}) {
+  const s = settle(options);
+  if (!existsSync(s.localDir)) return;
+  await withDirLock(s, () => stopRedisCluster(s));
 }
 
 /**
