@@ -12,10 +12,13 @@ import type { DeviceRef } from '../../src/devices/devices.types.js';
 import { OfflineQueueRepository } from '../../src/offline-queue/offline-queue.repository.js';
 import type { PendingEntry } from '../../src/offline-queue/offline-queue.types.js';
 import { PresenceRepository } from '../../src/presence/presence.repository.js';
+import { PushJobsRepository, type PushJobData } from '../../src/push/push-jobs.repository.js';
+import type { PushOptions } from '../../src/push/push.options.js';
 import { CacheBus } from '../../src/redis/cache-bus.service.js';
 import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
 import { slotOf } from '../../src/redis/redis-client.js';
 import { RedisService } from '../../src/redis/redis.service.js';
+import { startTestApp } from '../support/app.js';
 import { userId } from '../support/fixtures.js';
 
 const config = () => ({ redisUrl: inject('TEST_REDIS_URL'), redisMode: 'cluster' }) as AppConfig;
@@ -189,5 +192,65 @@ describe('instances on one cluster', () => {
     await second.stop();
     running.splice(running.indexOf(second), 1);
     await until(() => first.topology.alone, 'a count without the second', 5_000);
+  });
+});
+
+describe('the push queue (BullMQ) on the cluster', () => {
+  it('keeps its keys under the {bull} hash tag and runs a job', async () => {
+    const options: PushOptions = {
+      graceMs: 0,
+      attempts: 1,
+      backoffMs: 10,
+      maxRetryAfterMs: 1_000,
+      previews: false,
+      previewMaxChars: 10,
+      expirySec: 60,
+      requestTimeoutMs: 1_000,
+      concurrency: 1,
+      keepCompletedSec: 60,
+      keepCompletedCount: 10,
+      keepFailedSec: 60,
+    };
+    const jobs = new PushJobsRepository(config(), options);
+    const ran: PushJobData[] = [];
+    jobs.open((attempt) => {
+      ran.push(attempt.data);
+      return Promise.resolve();
+    });
+    try {
+      const job: PushJobData = {
+        messageId: randomUUID(),
+        conversationId: randomUUID(),
+        seq: 1,
+        userId: userId('push'),
+        deviceId: 'phone',
+        e2e: false,
+      };
+      await jobs.add([job]);
+      const deadline = Date.now() + 10_000;
+      while (ran.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(ran).toEqual([job]);
+      const keys = (await Promise.all(cluster.nodes('master').map((master) => master.keys('*bull*push*')))).flat();
+      expect(keys.length).toBeGreaterThan(0);
+      expect(keys.every((key) => key.startsWith('{bull}:push:'))).toBe(true);
+    } finally {
+      await jobs.close();
+    }
+  });
+});
+
+describe('the service on the cluster', () => {
+  it('broadcasts through the sharded Socket.IO adapter: its channel is SSUBSCRIBEd on a shard', async () => {
+    const service = await startTestApp();
+    try {
+      const counts = await Promise.all(
+        cluster
+          .nodes('master')
+          .map(async (master) => (await master.call('PUBSUB', 'SHARDNUMSUB', 'sio:0#/#')) as [string, number]),
+      );
+      expect(counts.reduce((total, [, count]) => total + Number(count), 0)).toBeGreaterThanOrEqual(1);
+    } finally {
+      await service.close();
+    }
   });
 });
