@@ -9,6 +9,7 @@ import type { AppConfig } from '../config/app-config.js';
 import { IoAdapterWithoutIdleBindings } from '../platform/nest-io-bind-handlers.js';
 import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
+import { observeShardedSubscriptions } from '../platform/redis-adapter-sharded-subscriptions.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { InstanceTopology } from '../redis/instance-topology.service.js';
 import type { RedisClient } from '../redis/redis-client.js';
@@ -61,7 +62,10 @@ export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
       coalesceWrites(socket),
     );
     const pub = this.redis.duplicate();
-    const sub = this.redis.mode === 'cluster' ? this.redis.shardedSubscriber() : this.redis.duplicate();
+    const sub =
+      this.redis.mode === 'cluster'
+        ? observeShardedSubscriptions(this.redis.shardedSubscriber())
+        : this.redis.duplicate();
     // Outages are reported by the main connection and readiness; these just reconnect.
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
