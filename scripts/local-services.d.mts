@@ -104,6 +104,7 @@ export declare function freeClusterPorts(count: number): Promise<number[]>;
 /**
  * Starts (or reuses) the Redis Cluster of `options.localDir` (three masters, one replica
  * each, on `options.redisClusterPorts`) without PostgreSQL, under the folder's lock.
+ * stopLocalServices stops it (with the rest of the folder's services).
  *
  * @example
  * const { redisUrl } = await startLocalRedisCluster({ localDir: '.local/test', redisClusterPorts: await freeClusterPorts(6) });
@@ -111,9 +112,6 @@ export declare function freeClusterPorts(count: number): Promise<number[]>;
 export declare function startLocalRedisCluster(
   options?: LocalServicesOptions,
 ): Promise<{ redisUrl: string; ports: number[]; dir: string }>;
-
-/** Stops it (data kept). stopLocalServices stops it too. */
-export declare function stopLocalRedisCluster(options?: LocalServicesOptions): Promise<void>;
 
 /** A redis-server child of this process (startRedisProcess). */
 export interface RedisProcess {

@@ -983,13 +983,6 @@ export async function startLocalRedisCluster(options = {}) {
   });
 }
 
-/** Stops the Redis Cluster of `options.localDir` (data kept); stopLocalServices stops it too. */
-export async function stopLocalRedisCluster(options = {}) {
-  const s = settle(options);
-  if (!existsSync(s.localDir)) return;
-  await withDirLock(s, () => stopRedisCluster(s));
-}
-
 /**
  * Starts the PostgreSQL and Redis of `options.localDir` (installing what is missing),
  * reusing them when they already run on these ports, and creates the `messaging` database.

@@ -2,14 +2,13 @@ import type { Server as HttpServer } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
-import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
+import { createAdapter } from '@socket.io/redis-adapter';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
 import { IoAdapterWithoutIdleBindings } from '../platform/nest-io-bind-handlers.js';
 import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
-import { observeShardedSubscriptions } from '../platform/redis-adapter-sharded-subscriptions.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { InstanceTopology } from '../redis/instance-topology.service.js';
 import type { RedisClient } from '../redis/redis-client.js';
@@ -27,10 +26,16 @@ const ENVELOPE_BYTES = 64 * 1024;
  *
  * Rooms span instances through the Redis adapter (@socket.io/redis-adapter): an emit
  * to a user or conversation room reaches sockets on every instance, and a removed
- * member's sockets leave a room everywhere. In a Redis Cluster, the sharded adapter
- * (SPUBLISH/SSUBSCRIBE, Redis 7): each room has its own channel, so a broadcast goes to
- * the one shard owning that channel's slot and to the instances holding that room,
- * instead of every classic PUBLISH crossing every node of the cluster.
+ * member's sockets leave a room everywhere.
+ *
+ * On a Redis Cluster too it is the classic adapter (PUBLISH/PSUBSCRIBE through the
+ * Cluster client), not the sharded one (`createShardedAdapter`, SPUBLISH): with ioredis
+ * 6.0 the sharded subscriptions of a master that fails over are dropped by the server
+ * (SUNSUBSCRIBE) and not always taken up on the new master, and broadcasts between
+ * instances then stopped for good in about one failover in three
+ * (test/cluster/cluster-failover.spec.ts). Classic pub/sub is not bound to slots and
+ * reaches every node's subscribers, so it survives failovers; the cost is that each
+ * broadcast crosses every node of the cluster, as it crosses the one Redis today.
  *
  * The library patches it applies live in src/platform/, each with a spec pinning what it
  * relies on.
@@ -62,19 +67,12 @@ export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
       coalesceWrites(socket),
     );
     const pub = this.redis.duplicate();
-    const sub =
-      this.redis.mode === 'cluster'
-        ? observeShardedSubscriptions(this.redis.shardedSubscriber())
-        : this.redis.duplicate();
+    const sub = this.redis.duplicate();
     // Outages are reported by the main connection and readiness; these just reconnect.
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
     const prefix = `sio:${this.redis.channelDb}`;
-    server.adapter(
-      this.redis.mode === 'cluster'
-        ? skipRedisWhenAlone(createShardedAdapter(publishSafely(pub), sub, { channelPrefix: prefix }), this.topology)
-        : skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: prefix }), this.topology),
-    );
+    server.adapter(skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: prefix }), this.topology));
     return server;
   }
 

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { createAdapter, createShardedAdapter, RedisAdapter } from '@socket.io/redis-adapter';
+import { createAdapter, RedisAdapter } from '@socket.io/redis-adapter';
 import { Redis } from 'ioredis';
 import { Server } from 'socket.io';
 import { io as connectClient, type Socket as ClientSocket } from 'socket.io-client';
@@ -12,22 +12,15 @@ import { unreachableRedis } from '../../test/support/redis-doubles.js';
 import { observeSubscribePromises } from './ioredis-subscribe-promises.js';
 import { skipRedisWhenAlone } from './redis-adapter-local-when-alone.js';
 import { publishSafely } from './redis-adapter-publish-safely.js';
-import { observeShardedSubscriptions } from './redis-adapter-sharded-subscriptions.js';
 
 type AdapterFactory = ReturnType<typeof createAdapter>;
 type BroadcastOptions = Parameters<RedisAdapter['broadcast']>[1];
 
-/** The channels the adapter publishes to (`publish`, or `spublish` for the sharded one), through a client that records them. */
+/** The channels the adapter publishes to, through a client that records them. */
 function recordingPublisher(client: Redis): { client: Redis; channels: string[] } {
   const channels: string[] = [];
   const recording = new Proxy(client, {
     get(target, property) {
-      if (property === 'spublish') {
-        return (channel: string, message: Buffer) => {
-          channels.push(channel);
-          return target.spublish(channel, message);
-        };
-      }
       if (property === 'publish') {
         return (channel: string, message: Buffer) => {
           channels.push(channel);
@@ -151,53 +144,5 @@ describe('skipRedisWhenAlone', () => {
     server.to('room').volatile.compress(false).emit('event', 'data');
     expect(await got).toBe('data');
     expect(seen[0].flags).toEqual({ volatile: true, compress: false, local: true });
-  });
-});
-
-// The same for the sharded adapter (REDIS_MODE=cluster): socket.io-adapter's ClusterAdapter
-// publishes a broadcast (SPUBLISH, to the room's own channel) unless `opts.flags.local`,
-// and delivers to local sockets either way.
-describe('skipRedisWhenAlone with the sharded adapter', () => {
-  let http: HttpServer;
-  let server: Server;
-  let client: ClientSocket;
-  const redisClients: Redis[] = [];
-
-  afterEach(() => {
-    client.disconnect();
-    http.close();
-    for (const redis of redisClients.splice(0)) redis.disconnect();
-  });
-
-  it('keeps broadcasts off Redis while alone, and publishes to the room’s channel otherwise', async () => {
-    const topology = { alone: true };
-    const publisher = recordingPublisher(unreachableRedis());
-    const sub = observeShardedSubscriptions(unreachableRedis());
-    redisClients.push(publisher.client, sub);
-    http = createServer();
-    server = new Server(http, { transports: ['websocket'] });
-    server.adapter(
-      skipRedisWhenAlone(
-        createShardedAdapter(publishSafely(publisher.client), sub, { channelPrefix: 'sio:0' }),
-        topology,
-      ),
-    );
-    server.on('connection', (socket) => void socket.join('room'));
-    http.listen(0, '127.0.0.1');
-    await once(http, 'listening');
-    const { port } = http.address() as AddressInfo;
-    client = connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true });
-    await once(server, 'connection');
-
-    let got = new Promise((resolve) => client.once('here', resolve));
-    server.to('room').emit('here', 1);
-    expect(await got).toBe(1);
-    expect(publisher.channels).toEqual([]);
-
-    topology.alone = false;
-    got = new Promise((resolve) => client.once('everywhere', resolve));
-    server.to('room').emit('everywhere', 2);
-    expect(await got).toBe(2);
-    expect(publisher.channels).toEqual(['sio:0#/#room#']);
   });
 });

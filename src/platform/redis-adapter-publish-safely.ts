@@ -7,7 +7,7 @@ import type { Cluster, Redis } from 'ioredis';
  *
  * Give the adapter the returned proxy as its publishing client: `publish` and `spublish`
  * resolve to 0 instead of rejecting; everything else is the client's own, bound to it.
- * The same for a Cluster client (the sharded adapter publishes with `spublish`).
+ * The same for a Cluster client (REDIS_MODE=cluster).
  */
 export function publishSafely<Client extends Redis | Cluster>(client: Client): Client {
   return new Proxy(client, {

@@ -72,7 +72,7 @@ export const PUSH_QUEUE_PREFIX = 'bull';
  * once, which a cluster takes only within one slot, hence the hash tag. A single Redis
  * keeps the plain prefix, so that an upgrade finds the jobs it already holds.
  */
-export const PUSH_QUEUE_CLUSTER_PREFIX = '{bull}';
+const PUSH_QUEUE_CLUSTER_PREFIX = '{bull}';
 
 export const pushQueuePrefixFor = (mode: 'single' | 'cluster') =>
   mode === 'cluster' ? PUSH_QUEUE_CLUSTER_PREFIX : PUSH_QUEUE_PREFIX;

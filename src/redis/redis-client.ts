@@ -1,5 +1,5 @@
 import calculateSlot from 'cluster-key-slot';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 
 import type { AppConfig } from '../config/app-config.js';
 import { redisUrlList } from '../config/config.schema.js';
@@ -13,7 +13,7 @@ import { redisUrlList } from '../config/config.schema.js';
 export type RedisClient = Redis | Cluster;
 
 /** Options both kinds of connection take: `retryStrategy` paces reconnects (per node in a cluster). */
-export type ConnectionOptions = Pick<
+type ConnectionOptions = Pick<
   RedisOptions,
   'maxRetriesPerRequest' | 'enableOfflineQueue' | 'connectTimeout' | 'retryStrategy' | 'lazyConnect'
 >;
@@ -21,12 +21,10 @@ export type ConnectionOptions = Pick<
 /**
  * Connects as the configuration says. In cluster mode REDIS_URL lists seed nodes (the
  * others are discovered); their credentials and TLS come from the first URL.
- * `cluster` adds Cluster-only options (e.g. `shardedSubscribers` for SSUBSCRIBE).
  */
 export function connectRedis(
   config: Pick<AppConfig, 'redisUrl'> & Partial<Pick<AppConfig, 'redisMode'>>,
   options: ConnectionOptions,
-  cluster: Pick<ClusterOptions, 'shardedSubscribers'> = {},
 ): RedisClient {
   if (config.redisMode !== 'cluster') return new Redis(config.redisUrl, options);
   const seeds = redisUrlList(config.redisUrl).map((url) => new URL(url));
@@ -35,7 +33,6 @@ export function connectRedis(
   return new Cluster(
     seeds.map((url) => ({ host: url.hostname, port: Number(url.port || 6379) })),
     {
-      ...cluster,
       enableOfflineQueue,
       lazyConnect,
       // Nodes that drop reconnect (as the single connection does) instead of waiting for a MOVED.

@@ -23,7 +23,7 @@ export class RedisService implements OnApplicationShutdown {
   readonly client: RedisClient;
   readonly mode: 'single' | 'cluster';
 
-  constructor(private readonly config: AppConfig) {
+  constructor(config: AppConfig) {
     this.mode = config.redisMode === 'cluster' ? 'cluster' : 'single';
     this.client = connectRedis(config, {
       maxRetriesPerRequest: 1,
@@ -50,20 +50,6 @@ export class RedisService implements OnApplicationShutdown {
     // A Cluster's subscriber re-subscribes on its own node connection and handles the
     // outcome itself (ClusterSubscriber); only a plain connection drops the promises.
     return this.client instanceof Cluster ? this.client.duplicate() : observeSubscribePromises(this.client.duplicate());
-  }
-
-  /**
-   * A connection for sharded pub/sub (SSUBSCRIBE): in a cluster, one subscriber per
-   * master, each subscribed to the channels of its slots; a single server takes them on
-   * an ordinary duplicate.
-   */
-  shardedSubscriber(): RedisClient {
-    if (!(this.client instanceof Cluster)) return this.duplicate();
-    return connectRedis(
-      this.config,
-      { maxRetriesPerRequest: 1, connectTimeout: 5_000, retryStrategy: (attempt) => Math.min(attempt * 100, 2_000) },
-      { shardedSubscribers: true },
-    );
   }
 
   /** After the drain and the servers (see PrismaService): nothing in flight still needs it. */

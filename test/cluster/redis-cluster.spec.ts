@@ -18,7 +18,6 @@ import { CacheBus } from '../../src/redis/cache-bus.service.js';
 import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
 import { slotOf } from '../../src/redis/redis-client.js';
 import { RedisService } from '../../src/redis/redis.service.js';
-import { startTestApp } from '../support/app.js';
 import { userId } from '../support/fixtures.js';
 
 const config = () => ({ redisUrl: inject('TEST_REDIS_URL'), redisMode: 'cluster' }) as AppConfig;
@@ -235,22 +234,6 @@ describe('the push queue (BullMQ) on the cluster', () => {
       expect(keys.every((key) => key.startsWith('{bull}:push:'))).toBe(true);
     } finally {
       await jobs.close();
-    }
-  });
-});
-
-describe('the service on the cluster', () => {
-  it('broadcasts through the sharded Socket.IO adapter: its channel is SSUBSCRIBEd on a shard', async () => {
-    const service = await startTestApp();
-    try {
-      const counts = await Promise.all(
-        cluster
-          .nodes('master')
-          .map(async (master) => (await master.call('PUBSUB', 'SHARDNUMSUB', 'sio:0#/#')) as [string, number]),
-      );
-      expect(counts.reduce((total, [, count]) => total + Number(count), 0)).toBeGreaterThanOrEqual(1);
-    } finally {
-      await service.close();
     }
   });
 });
