@@ -5,6 +5,17 @@ import { defineConfig } from 'vitest/config';
 // emit decorator metadata, without which Nest injects `undefined`.
 const plugins = [swc.vite({ module: { type: 'es6' } })];
 
+/**
+ * The end-to-end files that run several instances on one Redis (live fan-out, presence,
+ * queues and failover across instances): the cluster project runs them on a Redis Cluster.
+ */
+const CLUSTER_E2E = [
+  'test/e2e/streams.spec.ts',
+  'test/e2e/offline-queue.spec.ts',
+  'test/e2e/client-failover.spec.ts',
+  'test/e2e/e2e-recipients.spec.ts',
+];
+
 export default defineConfig({
   plugins,
   test: {
@@ -46,6 +57,21 @@ export default defineConfig({
           include: ['test/e2e/**/*.spec.ts'],
           environment: 'node',
           globalSetup: ['test/support/global-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        plugins,
+        test: {
+          // The multi-instance tests again, against a local Redis Cluster (three masters, one
+          // replica each; REDIS_MODE=cluster), and the cluster's own checks. A cluster has
+          // database 0 only, which the files share: one file at a time.
+          name: 'cluster',
+          include: [...CLUSTER_E2E, 'test/cluster/**/*.spec.ts'],
+          environment: 'node',
+          globalSetup: ['test/support/global-setup.ts'],
+          fileParallelism: false,
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },

@@ -12,6 +12,14 @@ export interface LocalServicesOptions {
   redisPort?: number;
   /** Redis logical databases. Default 16. */
   redisDatabases?: number;
+  /**
+   * `single` (default): one redis-server on `redisPort`. `cluster`: a Redis Cluster of three
+   * masters with one replica each on `redisClusterPorts` (data in <localDir>/redis-cluster/),
+   * and `redisUrl` lists the six nodes, comma-separated (REDIS_MODE=cluster's REDIS_URL).
+   */
+  redisMode?: 'single' | 'cluster';
+  /** Six distinct ports up to 55535 (each node's cluster bus takes port + 10000). Default 47001-47006. */
+  redisClusterPorts?: readonly number[];
   /** How long to wait for a service to answer. Default 30. */
   waitSeconds?: number;
   /** Progress lines (default: stderr, prefixed [local-services]). */
@@ -25,7 +33,7 @@ export interface LocalServiceUrls {
   databaseUrl: string;
   /** postgresql://postgres@127.0.0.1:PORT/postgres (superuser, trust authentication) */
   adminUrl: string;
-  /** redis://127.0.0.1:PORT (no database index) */
+  /** redis://127.0.0.1:PORT (no database index); in cluster mode the nodes' URLs, comma-separated. */
   redisUrl: string;
 }
 
@@ -35,6 +43,7 @@ export interface LocalServices extends LocalServiceUrls {
   localDir: string;
   /** The postmaster (its backends are its children), null if it could not be read. */
   postmasterPid: number | null;
+  /** null in cluster mode (six processes; their pid files are in redis-cluster/<port>/). */
   redisPid: number | null;
 }
 
@@ -88,6 +97,21 @@ export declare function freePort(): Promise<number>;
 
 /** `count` distinct free ports. */
 export declare function freePorts(count: number): Promise<number[]>;
+
+/** `count` distinct free ports whose cluster bus ports (port + 10000) are free too. */
+export declare function freeClusterPorts(count: number): Promise<number[]>;
+
+/**
+ * Starts (or reuses) the Redis Cluster of `options.localDir` (three masters, one replica
+ * each, on `options.redisClusterPorts`) without PostgreSQL, under the folder's lock.
+ * stopLocalServices stops it (with the rest of the folder's services).
+ *
+ * @example
+ * const { redisUrl } = await startLocalRedisCluster({ localDir: '.local/test', redisClusterPorts: await freeClusterPorts(6) });
+ */
+export declare function startLocalRedisCluster(
+  options?: LocalServicesOptions,
+): Promise<{ redisUrl: string; ports: number[]; dir: string }>;
 
 /** A redis-server child of this process (startRedisProcess). */
 export interface RedisProcess {

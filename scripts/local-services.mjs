@@ -11,6 +11,10 @@
 //   PG_PORT          PostgreSQL port    (default: 55432)
 //   REDIS_PORT       Redis port         (default: 56379)
 //   REDIS_DATABASES  Redis logical dbs  (default: 16)
+//   REDIS_MODE       single or cluster  (default: single). cluster: instead of the one Redis,
+//                    a Redis Cluster of 3 masters with 1 replica each (data in redis-cluster/),
+//                    and REDIS_URL lists the 6 nodes, comma-separated
+//   REDIS_CLUSTER_PORTS  its 6 ports   (default: 47001,...,47006; each also uses port+10000)
 //   WAIT_SECONDS     how long to wait for a service to answer (default: 30)
 //
 // start   installs what is missing (scripts/apt-install.sh), starts both (or reuses them
@@ -57,8 +61,12 @@ export const DEFAULTS = Object.freeze({
   pgPort: 55432,
   redisPort: 56379,
   redisDatabases: 16,
+  redisMode: 'single',
+  redisClusterPorts: Object.freeze([47001, 47002, 47003, 47004, 47005, 47006]),
   waitSeconds: 30,
 });
+/** Replicas per master of the local Redis Cluster: 3 masters and 3 replicas take 6 ports. */
+const REDIS_CLUSTER_REPLICAS = 1;
 
 const PG_USER = 'postgres';
 const DATABASE = 'messaging';
@@ -192,6 +200,28 @@ export async function freePort() {
   return port;
 }
 
+/**
+ * `count` distinct ports for Redis Cluster nodes: each free with its cluster bus port
+ * (port + 10000), both below the kernel's ephemeral range when it leaves room.
+ */
+export async function freeClusterPorts(count) {
+  let high = 55_535;
+  try {
+    const ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (ephemeralLow - 10_001 - 20_000 >= 1_000) high = Math.min(high, ephemeralLow - 10_001);
+  } catch {
+    // not Linux: the whole range
+  }
+  const ports = new Set();
+  for (let attempt = 0; ports.size < count; attempt += 1) {
+    if (attempt > count * 50) throw new Error(`could not find ${count} free ports for Redis Cluster nodes`);
+    const port = 20_000 + Math.floor(Math.random() * (high - 20_000 + 1));
+    if (ports.has(port) || ports.has(port + 10_000) || ports.has(port - 10_000)) continue;
+    if ((await probePort(port)) !== undefined && (await probePort(port + 10_000)) !== undefined) ports.add(port);
+  }
+  return [...ports];
+}
+
 /** `count` distinct free ports. */
 export async function freePorts(count) {
   const ports = new Set();
@@ -267,6 +297,19 @@ function settle(options = {}) {
     if (settings[name] < 1 || settings[name] > 65535) throw new Error(`${name} out of range: ${settings[name]}`);
   }
   if (settings.pgPort === settings.redisPort) throw new Error('the PostgreSQL and Redis ports must differ');
+  if (!['single', 'cluster'].includes(settings.redisMode)) {
+    throw new Error(`redisMode must be single or cluster (got ${String(settings.redisMode)})`);
+  }
+  const clusterPorts = settings.redisClusterPorts;
+  const nodes = 3 * (1 + REDIS_CLUSTER_REPLICAS);
+  if (
+    !Array.isArray(clusterPorts) ||
+    clusterPorts.length !== nodes ||
+    new Set(clusterPorts).size !== nodes ||
+    !clusterPorts.every((port) => Number.isInteger(port) && port >= 1 && port <= 55535)
+  ) {
+    throw new Error(`redisClusterPorts must be ${nodes} distinct ports up to 55535 (the cluster bus adds 10000)`);
+  }
   const dir = settings.localDir;
   return {
     ...settings,
@@ -277,6 +320,7 @@ function settle(options = {}) {
     redisDir: join(dir, 'redis'),
     redisPidFile: join(dir, 'redis.pid'),
     redisLog: join(dir, 'redis.log'),
+    redisClusterDir: join(dir, 'redis-cluster'),
     lockFile: join(dir, '.lock'),
   };
 }
@@ -287,7 +331,10 @@ export function localServiceUrls(options = {}) {
   return {
     databaseUrl: `postgresql://postgres@127.0.0.1:${s.pgPort}/${DATABASE}`,
     adminUrl: `postgresql://postgres@127.0.0.1:${s.pgPort}/postgres`,
-    redisUrl: `redis://127.0.0.1:${s.redisPort}`,
+    redisUrl:
+      s.redisMode === 'cluster'
+        ? s.redisClusterPorts.map((port) => `redis://127.0.0.1:${port}`).join(',')
+        : `redis://127.0.0.1:${s.redisPort}`,
   };
 }
 
@@ -727,6 +774,121 @@ async function stopRedis(s) {
   rmSync(s.redisPidFile, { force: true });
 }
 
+// ---------------------------------------------------------------------- Redis Cluster
+
+/** The folder of one cluster node (its data, nodes.conf, pid file and log). */
+const clusterNodeDir = (s, port) => join(s.redisClusterDir, String(port));
+
+/** CLUSTER INFO of the node on `port` as an object, or undefined when nothing answers. */
+async function clusterInfo(port) {
+  const text = await withRedis(port, (redis) => redis.cluster('INFO'));
+  if (typeof text !== 'string') return undefined;
+  return Object.fromEntries(
+    text
+      .split('\r\n')
+      .filter((line) => line.includes(':'))
+      .map((line) => line.split(':', 2)),
+  );
+}
+
+/** True when the Redis on `port` is a cluster node keeping its data in our folder for that port. */
+async function clusterNodeIsOurs(s, port) {
+  const reply = await withRedis(port, (redis) => redis.config('GET', 'dir'));
+  const dir = Array.isArray(reply) ? reply[1] : undefined;
+  return typeof dir === 'string' && resolve(dir) === resolve(clusterNodeDir(s, port));
+}
+
+async function startClusterNode(s, port) {
+  const dir = clusterNodeDir(s, port);
+  const pidFile = join(dir, 'redis.pid');
+  const logFile = join(dir, 'redis.log');
+  if (await redisAnswers(port)) {
+    if (!(await clusterNodeIsOurs(s, port))) {
+      throw new Error(`port ${port} (Redis Cluster node) is used by another Redis (not keeping its data in ${dir})`);
+    }
+    return;
+  }
+  const pid = pidFromFile(pidFile);
+  if (pid !== null && processAlive(pid) && commandOf(pid).startsWith('redis-server')) {
+    // Ours but not answering yet (loading its data).
+    if (!(await waitUntil(() => redisAnswers(port), s.waitSeconds))) {
+      throw new Error(`Redis Cluster node of ${dir} runs (pid ${pid}) but does not answer on port ${port}`);
+    }
+    return;
+  }
+  rmSync(pidFile, { force: true });
+  if (await tcpPortOpen(port)) throw new Error(`port ${port} (Redis Cluster node) is used by another program`);
+  mkdirSync(dir, { recursive: true });
+  // The cluster bus listens on port + 10000: the ports must stay below 55536.
+  // prettier-ignore
+  const started = await run('redis-server', [
+    '--bind', '127.0.0.1', '--port', String(port), '--cluster-enabled', 'yes',
+    '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '5000',
+    '--appendonly', 'yes', '--dir', dir, '--daemonize', 'yes', '--pidfile', pidFile, '--logfile', logFile,
+  ]);
+  if (started.code !== 0) throw new Error(`redis-server failed to start (log: ${logFile}): ${started.stderr}`);
+  if (!(await waitUntil(() => redisAnswers(port), s.waitSeconds))) {
+    throw new Error(`Redis Cluster node does not answer on 127.0.0.1:${port} (log: ${logFile}):\n${tail(logFile)}`);
+  }
+}
+
+const clusterFormed = async (ports) =>
+  (await Promise.all(ports.map(clusterInfo))).every(
+    (info) => info?.cluster_state === 'ok' && Number(info.cluster_known_nodes) === ports.length,
+  );
+
+/**
+ * A Redis Cluster of three masters with one replica each, on `s.redisClusterPorts`, data
+ * in `<localDir>/redis-cluster/<port>/`. Nodes already running there are reused; nodes of a
+ * cluster created before find each other again from their nodes.conf; fresh nodes are
+ * joined with `redis-cli --cluster create`.
+ */
+async function startRedisCluster(s) {
+  const ports = s.redisClusterPorts;
+  s.log(`starting a Redis Cluster on 127.0.0.1:${ports.join(',')} (data ${s.redisClusterDir})`);
+  await Promise.all(ports.map((port) => startClusterNode(s, port)));
+  if (await clusterFormed(ports)) return;
+  const infos = await Promise.all(ports.map(clusterInfo));
+  const blank = infos.every((info) => Number(info?.cluster_known_nodes) === 1 && info?.cluster_slots_assigned === '0');
+  if (blank) {
+    const created = await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...ports.map((port) => `127.0.0.1:${port}`),
+      '--cluster-replicas',
+      String(REDIS_CLUSTER_REPLICAS),
+      '--cluster-yes',
+    ]);
+    if (created.code !== 0) throw new Error(`redis-cli --cluster create failed:\n${created.stdout}${created.stderr}`);
+  }
+  if (!(await waitUntil(() => clusterFormed(ports), s.waitSeconds))) {
+    throw new Error(
+      `the Redis Cluster on ports ${ports.join(',')} is not ok after ${s.waitSeconds}s; stop it and remove ${s.redisClusterDir} to start afresh`,
+    );
+  }
+}
+
+/** Stops the cluster nodes of `<localDir>/redis-cluster/` that run (data kept). */
+async function stopRedisCluster(s) {
+  if (!existsSync(s.redisClusterDir)) return;
+  const pids = [];
+  for (const entry of readdirSync(s.redisClusterDir)) {
+    const pid = pidFromFile(join(s.redisClusterDir, entry, 'redis.pid'));
+    if (pid === null || !processAlive(pid) || !commandOf(pid).startsWith('redis-server')) continue;
+    pids.push(pid);
+    try {
+      process.kill(pid, 'SIGTERM'); // flushes its append-only file first
+    } catch {
+      // gone meanwhile
+    }
+  }
+  if (pids.length === 0) return;
+  s.log(`stopping the Redis Cluster (${pids.length} nodes)`);
+  if (!(await waitUntil(() => pids.every((pid) => !processAlive(pid)), 60))) {
+    throw new Error('the Redis Cluster did not stop within 60s');
+  }
+}
+
 /**
  * A redis-server that is a child of this process (not daemonized) on `port`, its data in
  * `dir` (append-only file, no snapshots: data survives a restart on the same folder);
@@ -806,6 +968,22 @@ async function withDirLock(s, action) {
 }
 
 /**
+ * Starts (or reuses) the Redis Cluster of `options.localDir` on `options.redisClusterPorts`
+ * alone, without PostgreSQL; returns its seed URLs (REDIS_URL in cluster mode).
+ */
+export async function startLocalRedisCluster(options = {}) {
+  const s = settle({ ...options, redisMode: 'cluster' });
+  await installLocalServices({ log: s.log });
+  mkdirSync(s.localDir, { recursive: true });
+  return withDirLock(s, async () => {
+    const started = Date.now();
+    await startRedisCluster(s);
+    s.log(`Redis Cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    return { redisUrl: localServiceUrls(s).redisUrl, ports: [...s.redisClusterPorts], dir: s.redisClusterDir };
+  });
+}
+
+/**
  * Starts the PostgreSQL and Redis of `options.localDir` (installing what is missing),
  * reusing them when they already run on these ports, and creates the `messaging` database.
  */
@@ -815,7 +993,14 @@ export async function startLocalServices(options = {}) {
   mkdirSync(s.localDir, { recursive: true });
   return withDirLock(s, async () => {
     const postmasterPid = await startPg(s, pgBin);
-    const redisPid = await startRedis(s);
+    let redisPid = null;
+    if (s.redisMode === 'cluster') {
+      const started = Date.now();
+      await startRedisCluster(s);
+      s.log(`Redis Cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    } else {
+      redisPid = await startRedis(s);
+    }
     s.log('ready');
     return {
       ...localServiceUrls(s),
@@ -843,6 +1028,7 @@ export async function stopLocalServices(options = {}) {
     if (pgBin !== null) await stopPg(s, pgBin);
     else s.log('PostgreSQL not installed');
     await stopRedis(s);
+    await stopRedisCluster(s);
   });
 }
 
@@ -860,6 +1046,17 @@ export async function localServicesStatus(options = {}) {
           port: pgProcess.port,
           dataDir: s.pgData,
         };
+  if (s.redisMode === 'cluster') {
+    const answering = await clusterFormed(s.redisClusterPorts);
+    const redis = {
+      running: answering,
+      answering,
+      pid: null,
+      port: s.redisClusterPorts[0],
+      dataDir: s.redisClusterDir,
+    };
+    return { postgres, redis, running: postgres.answering && redis.answering };
+  }
   const redisPid = redisPidOf(s);
   const answering = (await redisAnswers(s.redisPort)) && (await redisIsOurs(s));
   const redis = {
@@ -885,6 +1082,13 @@ function optionsFromEnv(env) {
     localDir: env.LOCAL_DIR || undefined,
     pgPort: number('PG_PORT'),
     redisPort: number('REDIS_PORT'),
+    redisMode: env.REDIS_MODE || undefined,
+    redisClusterPorts: env.REDIS_CLUSTER_PORTS
+      ? env.REDIS_CLUSTER_PORTS.split(',').map((port) => {
+          if (!/^\d+$/.test(port.trim())) throw new Error(`REDIS_CLUSTER_PORTS must list ports (got '${port}')`);
+          return Number(port);
+        })
+      : undefined,
     redisDatabases: number('REDIS_DATABASES'),
     waitSeconds: number('WAIT_SECONDS'),
   };

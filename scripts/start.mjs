@@ -42,7 +42,8 @@ if (!production) {
     log('DATABASE_URL/REDIS_URL not set: starting the local PostgreSQL and Redis (scripts/local-services.mjs)');
     let services;
     try {
-      services = await startLocalServices();
+      // REDIS_MODE=cluster: a local Redis Cluster (three masters, one replica each) instead.
+      services = await startLocalServices({ redisMode: env.REDIS_MODE === 'cluster' ? 'cluster' : 'single' });
     } catch (error) {
       log(`the local PostgreSQL and Redis did not start: ${error instanceof Error ? error.message : String(error)}`);
       process.exit(1);

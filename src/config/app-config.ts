@@ -49,7 +49,10 @@ export class AppConfig {
   readonly port!: number;
   readonly host!: string;
   readonly databaseUrl!: string;
+  /** One URL, or in cluster mode the seed nodes' URLs, comma-separated (see redisUrlList). */
   readonly redisUrl!: string;
+  /** `cluster`: a Redis Cluster (ioredis Cluster, hash-tagged keys). */
+  readonly redisMode!: 'single' | 'cluster';
   readonly jwt!: { key: JwtKeySource; issuer?: string; audience?: string[]; clockToleranceSec: number };
   readonly encryption!: { keys: MasterKey[]; activeVersion: number };
   readonly corsOrigins!: string[];

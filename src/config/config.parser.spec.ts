@@ -76,6 +76,27 @@ describe('configuration', () => {
     }
   });
 
+  it('takes one Redis by default, and a Redis Cluster from comma-separated seeds with REDIS_MODE=cluster', () => {
+    expect(parseEnv(valid).redisMode).toBe('single');
+    const seeds = 'redis://a:7000, redis://b:7000,rediss://c:7000';
+    const config = parseEnv({ ...valid, REDIS_MODE: 'cluster', REDIS_URL: seeds });
+    expect(config.redisMode).toBe('cluster');
+    expect(config.redisUrl).toBe(seeds);
+  });
+
+  it('refuses several Redis URLs without cluster mode, a database index in cluster mode, and an unknown mode', () => {
+    expect(problemsOf({ ...valid, REDIS_URL: 'redis://a:1,redis://b:1' })).toEqual([
+      'REDIS_URL: lists several URLs: set REDIS_MODE=cluster for a Redis Cluster',
+    ]);
+    expect(problemsOf({ ...valid, REDIS_MODE: 'cluster', REDIS_URL: 'redis://a:1,redis://b:1/3' })).toEqual([
+      'REDIS_URL: must name no database in cluster mode (a cluster has only 0)',
+    ]);
+    expect(problemsOf({ ...valid, REDIS_MODE: 'cluster', REDIS_URL: 'redis://a:1,http://b:1' })).toEqual([
+      'REDIS_URL: must be a redis:// or rediss:// URL',
+    ]);
+    expect(problemsOf({ ...valid, REDIS_MODE: 'sentinel' })).toEqual(['REDIS_MODE: must be single or cluster']);
+  });
+
   it('refuses an active key version that is not listed', () => {
     expect(problemsOf({ ...valid, ENCRYPTION_ACTIVE_KEY: '7' })).toEqual([
       expect.stringMatching(/^ENCRYPTION_ACTIVE_KEY:/),

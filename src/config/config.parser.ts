@@ -39,6 +39,7 @@ export function parseEnv(env: Record<string, string | undefined>): AppConfig {
     host: e.HOST,
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
+    redisMode: e.REDIS_MODE,
     jwt: {
       key: e.JWT_SECRET
         ? { kind: 'secret', secret: new TextEncoder().encode(e.JWT_SECRET) }

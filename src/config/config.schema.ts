@@ -99,6 +99,27 @@ const urlWithProtocols = (protocols: string[], what: string) =>
       `must be a ${protocols.map((p) => `${p}//`).join(' or ')} URL`,
     );
 
+const redisUrl = urlWithProtocols(['redis:', 'rediss:'], 'Redis connection URL');
+
+/**
+ * REDIS_URL: one redis:// or rediss:// URL, or (REDIS_MODE=cluster) a comma-separated list
+ * of seed nodes; the cluster's other nodes are discovered from them. Checked against the
+ * mode in crossFieldProblems.
+ */
+const redisUrls = z
+  .string({ error: 'required: Redis connection URL' })
+  .trim()
+  .min(1, 'required: Redis connection URL')
+  .superRefine((value, ctx) => {
+    for (const url of value.split(',')) {
+      const checked = redisUrl.safeParse(url);
+      if (!checked.success) ctx.addIssue({ code: 'custom', message: checked.error.issues[0].message });
+    }
+  });
+
+/** The seed URLs of REDIS_URL (one in single mode). */
+export const redisUrlList = (value: string) => value.split(',').map((url) => url.trim());
+
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 /**
@@ -270,7 +291,8 @@ export const envSchema = z.object({
   PORT: port().transform((value) => value ?? 3000),
   HOST: optionalText.transform((value) => value ?? '0.0.0.0'),
   DATABASE_URL: urlWithProtocols(['postgresql:', 'postgres:'], 'PostgreSQL connection URL'),
-  REDIS_URL: urlWithProtocols(['redis:', 'rediss:'], 'Redis connection URL'),
+  REDIS_URL: redisUrls,
+  REDIS_MODE: z.enum(['single', 'cluster'], { error: 'must be single or cluster' }).default('single'),
   JWT_SECRET: optionalText,
   JWT_PUBLIC_KEY: optionalText,
   JWT_JWKS_URL: optionalText,
@@ -356,6 +378,16 @@ export function crossFieldProblems(env: Record<string, string | undefined>): Con
         message: `must name a version listed in ENCRYPTION_KEYS, got "${env.ENCRYPTION_ACTIVE_KEY}"`,
       });
     }
+  }
+  const redisUrlsGiven = present(env.REDIS_URL) ? redisUrlList(env.REDIS_URL) : [];
+  if (env.REDIS_MODE?.trim() === 'cluster') {
+    // A cluster has database 0 only.
+    const withDb = redisUrlsGiven.find((url) => URL.canParse(url) && !['', '/', '/0'].includes(new URL(url).pathname));
+    if (withDb !== undefined) {
+      problems.push({ name: 'REDIS_URL', message: 'must name no database in cluster mode (a cluster has only 0)' });
+    }
+  } else if (redisUrlsGiven.length > 1) {
+    problems.push({ name: 'REDIS_URL', message: 'lists several URLs: set REDIS_MODE=cluster for a Redis Cluster' });
   }
   const apnsNames = ['APNS_KEY', 'APNS_KEY_ID', 'APNS_TEAM_ID', 'APNS_TOPIC'] as const;
   const apnsSet = apnsNames.filter((name) => present(env[name]));

@@ -3,7 +3,6 @@ import type { Socket } from 'node:net';
 
 import type { INestApplicationContext } from '@nestjs/common';
 import { createAdapter } from '@socket.io/redis-adapter';
-import type { Redis } from 'ioredis';
 import type { Server, ServerOptions } from 'socket.io';
 
 import type { AppConfig } from '../config/app-config.js';
@@ -12,6 +11,7 @@ import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.j
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { InstanceTopology } from '../redis/instance-topology.service.js';
+import type { RedisClient } from '../redis/redis-client.js';
 import type { RedisService } from '../redis/redis.service.js';
 
 /** Room for the event envelope (event name, ids, JSON and base64 overhead) above the body limit. */
@@ -28,11 +28,20 @@ const ENVELOPE_BYTES = 64 * 1024;
  * to a user or conversation room reaches sockets on every instance, and a removed
  * member's sockets leave a room everywhere.
  *
+ * On a Redis Cluster too it is the classic adapter (PUBLISH/PSUBSCRIBE through the
+ * Cluster client), not the sharded one (`createShardedAdapter`, SPUBLISH): with ioredis
+ * 6.0 the sharded subscriptions of a master that fails over are dropped by the server
+ * (SUNSUBSCRIBE) and not always taken up on the new master, and broadcasts between
+ * instances then stopped for good in about one failover in three
+ * (test/cluster/cluster-failover.spec.ts). Classic pub/sub is not bound to slots and
+ * reaches every node's subscribers, so it survives failovers; the cost is that each
+ * broadcast crosses every node of the cluster, as it crosses the one Redis today.
+ *
  * The library patches it applies live in src/platform/, each with a spec pinning what it
  * relies on.
  */
 export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
-  private readonly clients: Redis[] = [];
+  private readonly clients: RedisClient[] = [];
 
   constructor(
     app: INestApplicationContext,
@@ -62,12 +71,8 @@ export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
     // Outages are reported by the main connection and readiness; these just reconnect.
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
-    server.adapter(
-      skipRedisWhenAlone(
-        createAdapter(publishSafely(pub), sub, { key: `sio:${this.redis.client.options.db ?? 0}` }),
-        this.topology,
-      ),
-    );
+    const prefix = `sio:${this.redis.channelDb}`;
+    server.adapter(skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: prefix }), this.topology));
     return server;
   }
 

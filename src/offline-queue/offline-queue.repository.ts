@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 
 import { Injectable } from '@nestjs/common';
-import type { Result } from 'ioredis';
+import { Cluster, type Result } from 'ioredis';
 
 import { luaScript } from '../redis/lua-script.js';
+import { slotOf } from '../redis/redis-client.js';
 import { RedisService } from '../redis/redis.service.js';
 import type { DeviceRef } from '../devices/devices.types.js';
 import type { ConversationState, PendingEntry } from './offline-queue.types.js';
@@ -18,6 +19,11 @@ import type { ConversationState, PendingEntry } from './offline-queue.types.js';
  *   mq:{u d}:x:<c>   ZSET  messageId -> seq, acked past the cursor (acks out of order)
  *   mq:{u d}:epoch   the global epoch this queue was last synced from PostgreSQL in
  * and one global key, mq:epoch, made anew whenever Redis comes back empty.
+ *
+ * One device's keys share a slot (the hash tag), so each script runs on one slot, as a
+ * Redis Cluster requires; mq:epoch lives in a slot of its own and is read beside the
+ * device's script (a shard that lost data loses the device epochs with it, which then no
+ * longer match). The layout is the same on a single Redis.
  *
  * `cur` and `x` record what the device acked, so that the queue can be checked against
  * PostgreSQL (whose copy of the cursor lags by a flush): between `cur` and `hi`, every
@@ -59,29 +65,21 @@ const EPOCH_KEY = 'mq:epoch';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** no keys; args mode, cap, device count, device key tags, then (id, score, conv, seq, sender) per entry. */
-    mqEnqueueMany(...args: (string | number)[]): Result<(string | number)[], Context>;
-    /** keys global epoch, device epoch, z, m, hi, cur; args fresh epoch, '1' for a new device, prefixes. */
+    /** key count, then keys device key tags (one slot in a cluster); args mode, cap, then (id, score, conv, seq, sender) per entry. */
+    mqEnqueueMany(keyCount: number, ...args: (string | number)[]): Result<(string | number)[], Context>;
+    /** keys device epoch, z, m, hi, cur; args the epoch to mark a new device with ('' otherwise), prefixes. */
     mqSyncState(
-      epoch: string,
       deviceEpoch: string,
       z: string,
       m: string,
       hi: string,
       cur: string,
-      fresh: string,
-      isNew: string,
+      newEpoch: string,
       convPrefix: string,
       aheadPrefix: string,
     ): Result<(number | string)[], Context>;
-    /** keys global epoch, device epoch, z, m; args limit. */
-    mqPeekSynced(
-      epoch: string,
-      deviceEpoch: string,
-      z: string,
-      m: string,
-      limit: number,
-    ): Result<(number | string)[], Context>;
+    /** keys device epoch, z, m; args limit. */
+    mqPeekSynced(deviceEpoch: string, z: string, m: string, limit: number): Result<(number | string)[], Context>;
     /** keys z, m, hi, cur; args convPrefix, aheadPrefix, then message ids. */
     mqAck(z: string, m: string, hi: string, cur: string, ...args: string[]): Result<[string[], string[]], Context>;
   }
@@ -114,9 +112,10 @@ const DEVICES_PER_CALL = 128;
 export class OfflineQueueRepository {
   constructor(private readonly redis: RedisService) {
     this.redis.client.defineCommand('mqAck', { numberOfKeys: 4, lua: SCRIPTS.ack });
-    this.redis.client.defineCommand('mqEnqueueMany', { numberOfKeys: 0, lua: SCRIPTS.enqueueMany });
-    this.redis.client.defineCommand('mqSyncState', { numberOfKeys: 6, lua: SCRIPTS.syncState });
-    this.redis.client.defineCommand('mqPeekSynced', { numberOfKeys: 4, lua: SCRIPTS.peekSynced });
+    // No numberOfKeys: the first argument says how many device tags follow.
+    this.redis.client.defineCommand('mqEnqueueMany', { lua: SCRIPTS.enqueueMany });
+    this.redis.client.defineCommand('mqSyncState', { numberOfKeys: 5, lua: SCRIPTS.syncState });
+    this.redis.client.defineCommand('mqPeekSynced', { numberOfKeys: 3, lua: SCRIPTS.peekSynced });
   }
 
   /**
@@ -126,19 +125,18 @@ export class OfflineQueueRepository {
    */
   async syncState(device: DeviceRef, isNew: boolean): Promise<SyncState> {
     const k = keysOf(device);
-    const reply = await this.redis.client.mqSyncState(
-      EPOCH_KEY,
-      k.epoch,
-      k.z,
-      k.m,
-      k.hi,
-      k.cur,
-      randomUUID(),
-      isNew ? '1' : '0',
-      k.convPrefix,
-      k.aheadPrefix,
-    );
-    if (Number(reply[0]) !== 1) return { synced: false, epoch: String(reply[1]) };
+    const state = (newEpoch: string) =>
+      this.redis.client.mqSyncState(k.epoch, k.z, k.m, k.hi, k.cur, newEpoch, k.convPrefix, k.aheadPrefix);
+    let epoch: string;
+    let reply: (number | string)[];
+    if (isNew) {
+      epoch = await this.globalEpoch();
+      reply = await state(epoch);
+    } else {
+      // Both at once: one round trip's wait.
+      [epoch, reply] = await Promise.all([this.globalEpoch(), state('')]);
+    }
+    if (String(reply[0]) !== epoch) return { synced: false, epoch };
     const conversations: ConversationState[] = [];
     for (let i = 3; i < reply.length; i += 5) {
       conversations.push({
@@ -174,12 +172,14 @@ export class OfflineQueueRepository {
     }
     const calls: Promise<(string | number)[]>[] = [];
     const groups: DeviceRef[][] = [];
-    for (let start = 0; start < devices.length; start += DEVICES_PER_CALL) {
-      const group = devices.slice(start, start + DEVICES_PER_CALL);
-      const tags = group.map(tagOf);
-      for (const args of chunks) {
-        groups.push(group);
-        calls.push(this.redis.client.mqEnqueueMany(mode, cap, group.length, ...tags, ...args));
+    for (const sameSlot of this.bySlot(devices)) {
+      for (let start = 0; start < sameSlot.length; start += DEVICES_PER_CALL) {
+        const group = sameSlot.slice(start, start + DEVICES_PER_CALL);
+        const tags = group.map(tagOf);
+        for (const args of chunks) {
+          groups.push(group);
+          calls.push(this.redis.client.mqEnqueueMany(tags.length, ...tags, mode, cap, ...args));
+        }
       }
     }
     const replies = await Promise.all(calls);
@@ -237,8 +237,13 @@ export class OfflineQueueRepository {
    */
   async peekIfSynced(device: DeviceRef, limit: number): Promise<{ refs: QueuedRef[]; length: number } | null> {
     const k = keysOf(device);
-    const reply = await this.redis.client.mqPeekSynced(EPOCH_KEY, k.epoch, k.z, k.m, limit);
-    if (Number(reply[0]) !== 1) return null;
+    // Both at once: one round trip's wait. No global epoch (Redis lost it): not in sync,
+    // and the sync that follows makes a new one.
+    const [epoch, reply] = await Promise.all([
+      this.redis.client.get(EPOCH_KEY),
+      this.redis.client.mqPeekSynced(k.epoch, k.z, k.m, limit),
+    ]);
+    if (epoch === null || String(reply[0]) !== epoch) return null;
     const pairs: [string, string | null][] = [];
     for (let i = 2; i < reply.length; i += 2) pairs.push([String(reply[i]), String(reply[i + 1]) || null]);
     return { refs: refsOf(pairs), length: Number(reply[1]) };
@@ -266,18 +271,16 @@ export class OfflineQueueRepository {
   async drop(device: DeviceRef): Promise<void> {
     const k = keysOf(device);
     const convKeys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.client.scan(
-        cursor,
-        'MATCH',
-        `${globEscaped(tagOf(device))}:[cx]:*`,
-        'COUNT',
-        200,
-      );
-      cursor = next;
-      convKeys.push(...keys);
-    } while (cursor !== '0');
+    // SCAN walks one server: in a cluster, every master (the device's keys are on one).
+    const client = this.redis.client;
+    for (const server of client instanceof Cluster ? client.nodes('master') : [client]) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await server.scan(cursor, 'MATCH', `${globEscaped(tagOf(device))}:[cx]:*`, 'COUNT', 200);
+        cursor = next;
+        convKeys.push(...keys);
+      } while (cursor !== '0');
+    }
     await this.redis.client.del(k.z, k.m, k.hi, k.cur, ...convKeys);
   }
 
@@ -301,6 +304,29 @@ export class OfflineQueueRepository {
 
   async setDeviceEpoch(device: DeviceRef, epoch: string): Promise<void> {
     await this.redis.client.set(keysOf(device).epoch, epoch);
+  }
+
+  /** The global epoch, made now if Redis lost it (SET NX GET: one round trip either way). */
+  private async globalEpoch(): Promise<string> {
+    const fresh = randomUUID();
+    const before = (await this.redis.client.call('SET', EPOCH_KEY, fresh, 'NX', 'GET')) as string | null;
+    return before ?? fresh;
+  }
+
+  /**
+   * Devices by hash slot: in a Redis Cluster one script call takes one slot's keys. A
+   * single Redis takes any keys in one call: one group.
+   */
+  private bySlot(devices: readonly DeviceRef[]): DeviceRef[][] {
+    if (this.redis.mode !== 'cluster') return [[...devices]];
+    const groups = new Map<number, DeviceRef[]>();
+    for (const device of devices) {
+      const slot = slotOf(tagOf(device));
+      const group = groups.get(slot);
+      if (group) group.push(device);
+      else groups.set(slot, [device]);
+    }
+    return [...groups.values()];
   }
 }
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /**
  * The Socket.IO Redis adapter (@socket.io/redis-adapter) does not catch failed
@@ -7,8 +7,9 @@ import type { Redis } from 'ioredis';
  *
  * Give the adapter the returned proxy as its publishing client: `publish` and `spublish`
  * resolve to 0 instead of rejecting; everything else is the client's own, bound to it.
+ * The same for a Cluster client (REDIS_MODE=cluster).
  */
-export function publishSafely(client: Redis): Redis {
+export function publishSafely<Client extends Redis | Cluster>(client: Client): Client {
   return new Proxy(client, {
     get(target, property, receiver) {
       if (property === 'publish' || property === 'spublish') {

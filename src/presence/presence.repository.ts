@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 import { Injectable } from '@nestjs/common';
 import type { Result } from 'ioredis';
 
@@ -7,9 +9,13 @@ import { RedisService } from '../redis/redis.service.js';
 /**
  * Who is online, in Redis so every instance sees the same. Each live socket is an entry
  * with an expiry that its instance keeps pushing forward; a crashed instance's entries
- * simply expire.
- *   pr:u:<userId>  ZSET  "<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
- *   pr:all         ZSET  "<userId>\n<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
+ * simply expire. Users are spread over BUCKETS buckets (b = a hash of the user id):
+ *   pr:{b}:u:<userId>  ZSET  "<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
+ *   pr:{b}:all         ZSET  "<userId>\n<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
+ * A user's key and its bucket's sweep index share a hash tag, so the scripts that write
+ * both run on one slot (Redis Cluster), and the sweep index is not one hot key on one
+ * shard. (Before the buckets the keys were pr:u:<userId> and pr:all: entries expire
+ * within two TTLs, so an upgrade forgets who was online for at most that long.)
  */
 /** Adds a socket's entry; returns how many live entries the user had before. */
 const ADD = luaScript(import.meta.url, 'presence-add.lua');
@@ -23,8 +29,26 @@ declare module 'ioredis' {
   }
 }
 
-const ALL = 'pr:all';
-const userKey = (userId: string) => `pr:u:${userId}`;
+/** Fixed: a change moves every user to another key (see above). */
+const BUCKETS = 16;
+const bucketOf = (userId: string) => createHash('sha1').update(userId).digest().readUInt16BE(0) % BUCKETS;
+const allKey = (bucket: number) => `pr:{${bucket}}:all`;
+const userKey = (userId: string) => `pr:{${bucketOf(userId)}}:u:${userId}`;
+/** A user's key and its bucket's sweep index. */
+export const presenceKeysOf = (userId: string) => ({ user: userKey(userId), all: allKey(bucketOf(userId)) });
+const ALL_BUCKETS = Array.from({ length: BUCKETS }, (_, bucket) => bucket);
+
+/** Items by their user's bucket. */
+function byBucket<T>(items: readonly T[], userIdOf: (item: T) => string): Map<number, T[]> {
+  const groups = new Map<number, T[]>();
+  for (const item of items) {
+    const bucket = bucketOf(userIdOf(item));
+    const group = groups.get(bucket);
+    if (group) group.push(item);
+    else groups.set(bucket, [item]);
+  }
+  return groups;
+}
 const entryOf = (deviceId: string, instanceId: string, socketId: string) => `${deviceId}|${instanceId}|${socketId}`;
 
 export interface SocketPresence {
@@ -46,7 +70,7 @@ export class PresenceRepository {
     const entry = entryOf(p.deviceId, p.instanceId, p.socketId);
     const before = await this.redis.client.presenceAdd(
       userKey(p.userId),
-      ALL,
+      allKey(bucketOf(p.userId)),
       entry,
       expiresAt,
       Date.now(),
@@ -61,7 +85,7 @@ export class PresenceRepository {
     const entry = entryOf(p.deviceId, p.instanceId, p.socketId);
     const [removed, after] = await this.redis.client.presenceRemove(
       userKey(p.userId),
-      ALL,
+      allKey(bucketOf(p.userId)),
       entry,
       Date.now(),
       `${p.userId}\n${entry}`,
@@ -69,41 +93,59 @@ export class PresenceRepository {
     return removed === 1 && after === 0;
   }
 
-  /** Pushes the expiry of this instance's live sockets forward. */
+  /**
+   * Pushes the expiry of this instance's live sockets forward: one pipeline per bucket
+   * (a Redis Cluster runs a pipeline on one node; a bucket's keys share a slot).
+   */
   async refresh(sockets: readonly SocketPresence[], expiresAt: number, ttlMs: number): Promise<void> {
-    if (sockets.length === 0) return;
-    const pipeline = this.redis.client.pipeline();
-    for (const p of sockets) {
-      const entry = entryOf(p.deviceId, p.instanceId, p.socketId);
-      pipeline.zadd(userKey(p.userId), 'XX', expiresAt, entry);
-      pipeline.pexpire(userKey(p.userId), ttlMs * 2);
-      pipeline.zadd(ALL, 'XX', expiresAt, `${p.userId}\n${entry}`);
-    }
-    await pipeline.exec();
+    const pipelines = [...byBucket(sockets, (p) => p.userId)].map(([bucket, group]) => {
+      const pipeline = this.redis.client.pipeline();
+      for (const p of group) {
+        const entry = entryOf(p.deviceId, p.instanceId, p.socketId);
+        pipeline.zadd(userKey(p.userId), 'XX', expiresAt, entry);
+        pipeline.pexpire(userKey(p.userId), ttlMs * 2);
+        pipeline.zadd(allKey(bucket), 'XX', expiresAt, `${p.userId}\n${entry}`);
+      }
+      return pipeline.exec();
+    });
+    await Promise.all(pipelines);
   }
 
   /** Entries whose instance stopped refreshing them (it crashed), up to `limit`. */
   async expired(now: number, limit: number): Promise<SocketPresence[]> {
-    const members = await this.redis.client.zrangebyscore(ALL, '-inf', now, 'LIMIT', 0, limit);
-    return members.map((member) => {
-      const [userId, rest] = member.split('\n');
-      const [deviceId, instanceId, socketId] = rest.split('|');
-      return { userId, deviceId, instanceId, socketId };
-    });
+    const perBucket = await Promise.all(
+      ALL_BUCKETS.map((bucket) => this.redis.client.zrangebyscore(allKey(bucket), '-inf', now, 'LIMIT', 0, limit)),
+    );
+    return perBucket
+      .flat()
+      .slice(0, limit)
+      .map((member) => {
+        const [userId, rest] = member.split('\n');
+        const [deviceId, instanceId, socketId] = rest.split('|');
+        return { userId, deviceId, instanceId, socketId };
+      });
   }
 
   /** Online device ids of each user that has any. */
   async onlineDevices(userIds: readonly string[]): Promise<Map<string, string[]>> {
     const now = Date.now();
-    const pipeline = this.redis.client.pipeline();
-    for (const userId of userIds) pipeline.zrangebyscore(userKey(userId), `(${now}`, '+inf');
-    const results = (await pipeline.exec()) ?? [];
+    // One pipeline per bucket, as in refresh.
+    const groups = [...byBucket(userIds, (userId) => userId).values()];
+    const replies = await Promise.all(
+      groups.map(async (group) => {
+        const pipeline = this.redis.client.pipeline();
+        for (const userId of group) pipeline.zrangebyscore(userKey(userId), `(${now}`, '+inf');
+        return (await pipeline.exec()) ?? [];
+      }),
+    );
     const online = new Map<string, string[]>();
-    results.forEach(([error, entries], index) => {
-      if (error) throw error;
-      const devices = [...new Set((entries as string[]).map((entry) => entry.split('|')[0]))];
-      if (devices.length > 0) online.set(userIds[index], devices);
-    });
+    groups.forEach((group, groupIndex) =>
+      replies[groupIndex].forEach(([error, entries], index) => {
+        if (error) throw error;
+        const devices = [...new Set((entries as string[]).map((entry) => entry.split('|')[0]))];
+        if (devices.length > 0) online.set(group[index], devices);
+      }),
+    );
     return online;
   }
 

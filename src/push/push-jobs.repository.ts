@@ -1,9 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
 
 import { AppConfig } from '../config/app-config.js';
-import { PUSH_OPTIONS, PUSH_QUEUE_NAME, PUSH_QUEUE_PREFIX, type PushOptions } from './push.options.js';
+import { connectRedis, type RedisClient } from '../redis/redis-client.js';
+import { PUSH_OPTIONS, PUSH_QUEUE_NAME, pushQueuePrefixFor, type PushOptions } from './push.options.js';
 
 /** One push: a message for one device. No token: it is read fresh when the job runs. */
 export interface PushJobData {
@@ -62,7 +62,8 @@ export function retryDelayMs(
 }
 
 /**
- * The durable push queue: BullMQ in Redis (keys `bull:push:*`), so jobs outlive a restart.
+ * The durable push queue: BullMQ in Redis (keys `bull:push:*`, in a cluster `{bull}:push:*`),
+ * so jobs outlive a restart.
  * One job per message and device (`jobId` dedupes), delayed by the grace period, retried
  * with exponential backoff (or the provider's Retry-After), kept as failed after the last
  * try. The same jobs serve every platform: a job names a device, not a provider.
@@ -74,8 +75,8 @@ export function retryDelayMs(
 @Injectable()
 export class PushJobsRepository {
   private readonly logger = new Logger(PushJobsRepository.name);
-  private producer?: Redis;
-  private consumer?: Redis;
+  private producer?: RedisClient;
+  private consumer?: RedisClient;
   private queue?: Queue<PushJobData>;
   private worker?: Worker<PushJobData>;
 
@@ -87,19 +88,20 @@ export class PushJobsRepository {
   /** Opens the queue and starts the worker, which hands each try to `handler`. */
   open(handler: (attempt: PushAttempt) => Promise<void>): void {
     const onError = (what: string) => (error: Error) => this.logger.warn(`${what}: ${error.message}`);
-    this.producer = new Redis(this.config.redisUrl, {
+    const prefix = pushQueuePrefixFor(this.config.redisMode);
+    this.producer = connectRedis(this.config, {
       maxRetriesPerRequest: 1,
       connectTimeout: 5_000,
       retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
     });
     this.producer.on('error', onError('push queue redis'));
-    this.consumer = new Redis(this.config.redisUrl, {
+    this.consumer = connectRedis(this.config, {
       maxRetriesPerRequest: null,
       connectTimeout: 5_000,
       retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
     });
     this.consumer.on('error', onError('push worker redis'));
-    this.queue = new Queue<PushJobData>(PUSH_QUEUE_NAME, { connection: this.producer, prefix: PUSH_QUEUE_PREFIX });
+    this.queue = new Queue<PushJobData>(PUSH_QUEUE_NAME, { connection: this.producer, prefix });
     this.queue.on('error', onError('push queue'));
     this.worker = new Worker<PushJobData>(
       PUSH_QUEUE_NAME,
@@ -113,7 +115,7 @@ export class PushJobsRepository {
       },
       {
         connection: this.consumer,
-        prefix: PUSH_QUEUE_PREFIX,
+        prefix,
         concurrency: this.options.concurrency,
         settings: { backoffStrategy: (attemptsMade, _type, error) => retryDelayMs(attemptsMade, this.options, error) },
       },

@@ -67,6 +67,15 @@ export const PUSH_OPTIONS = Symbol('PUSH_OPTIONS');
 
 /** BullMQ key prefix and queue name: keys are `bull:push:*`. */
 export const PUSH_QUEUE_PREFIX = 'bull';
+/**
+ * In a Redis Cluster, `{bull}:push:*`: BullMQ's scripts touch many keys of a queue at
+ * once, which a cluster takes only within one slot, hence the hash tag. A single Redis
+ * keeps the plain prefix, so that an upgrade finds the jobs it already holds.
+ */
+const PUSH_QUEUE_CLUSTER_PREFIX = '{bull}';
+
+export const pushQueuePrefixFor = (mode: 'single' | 'cluster') =>
+  mode === 'cluster' ? PUSH_QUEUE_CLUSTER_PREFIX : PUSH_QUEUE_PREFIX;
 export const PUSH_QUEUE_NAME = 'push';
 
 const attached = new WeakMap<AppConfig, Partial<PushOptions>>();

@@ -1,8 +1,7 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import type { Redis } from 'ioredis';
-
 import { cacheChannelOf } from './channels.js';
 import { InstanceTopology } from './instance-topology.service.js';
+import type { RedisClient } from './redis-client.js';
 import { RedisService } from './redis.service.js';
 
 type Handler = (key: string) => void;
@@ -12,6 +11,9 @@ type Handler = (key: string) => void;
  * handlers at once and tells every other instance, whose handlers run on receipt.
  * Caches using it also keep a short TTL, the bound if a message is ever missed.
  *
+ * In a Redis Cluster the same works: a classic PUBLISH reaches the subscribers on every
+ * node, and the Cluster client's subscriber follows the nodes as they change.
+ *
  * While this is the only instance (InstanceTopology.alone), invalidations stay local:
  * nobody else would receive them. A new instance subscribes here before it announces
  * itself (module init comes before bootstrap), and so before it listens or caches.
@@ -20,21 +22,21 @@ type Handler = (key: string) => void;
 export class CacheBus implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(CacheBus.name);
   private readonly handlers = new Map<string, Handler[]>();
-  private subscriber?: Redis;
+  private subscriber?: RedisClient;
   private readonly channel: string;
 
   constructor(
     private readonly redis: RedisService,
     private readonly topology: InstanceTopology,
   ) {
-    this.channel = cacheChannelOf(redis.client.options.db ?? 0);
+    this.channel = cacheChannelOf(redis.channelDb);
   }
 
   async onModuleInit(): Promise<void> {
-    this.subscriber = this.redis.duplicate();
-    this.subscriber.on('error', () => undefined);
-    this.subscriber.on('message', (_channel: string, raw: string) => this.dispatch(raw));
-    await this.subscriber.subscribe(this.channel).catch((error: unknown) => {
+    const subscriber = (this.subscriber = this.redis.duplicate());
+    subscriber.on('error', () => undefined);
+    subscriber.on('message', (_channel: string, raw: string) => this.dispatch(raw));
+    await subscriber.subscribe(this.channel).catch((error: unknown) => {
       this.logger.warn(`cache invalidation channel unavailable for now: ${String(error)}`);
     });
   }

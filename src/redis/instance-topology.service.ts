@@ -7,9 +7,8 @@ import {
   type OnApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import type { Redis } from 'ioredis';
-
 import { cacheChannelOf, instancesChannelOf } from './channels.js';
+import { serversOf, type RedisClient } from './redis-client.js';
 import { RedisService } from './redis.service.js';
 
 const REFRESH_MS = 2_000;
@@ -31,7 +30,7 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
   private readonly logger = new Logger(InstanceTopology.name);
   private readonly channel: string;
   private readonly db: number;
-  private subscriber?: Redis;
+  private subscriber?: RedisClient;
   private aloneNow = false;
   /** Bumped by every announcement, so that a count taken before one does not undo it. */
   private generation = 0;
@@ -39,7 +38,7 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
   private timer?: NodeJS.Timeout;
 
   constructor(private readonly redis: RedisService) {
-    this.db = redis.client.options.db ?? 0;
+    this.db = redis.channelDb;
     this.channel = instancesChannelOf(this.db);
   }
 
@@ -48,10 +47,10 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
   }
 
   async onModuleInit(): Promise<void> {
-    this.subscriber = this.redis.duplicate();
-    this.subscriber.on('error', () => undefined);
-    this.subscriber.on('message', (_channel: string, nonce: string) => this.received(nonce));
-    await this.subscriber.subscribe(this.channel).catch((error: unknown) => {
+    const subscriber = (this.subscriber = this.redis.duplicate());
+    subscriber.on('error', () => undefined);
+    subscriber.on('message', (_channel: string, nonce: string) => this.received(nonce));
+    await subscriber.subscribe(this.channel).catch((error: unknown) => {
       this.logger.warn(`instance channel unavailable for now: ${String(error)}`);
     });
   }
@@ -114,10 +113,18 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
     try {
       // The cache channel too: an instance of an older version (a rolling deploy) listens
       // there only, and must still count.
-      const reply = (await this.redis.client.pubsub('NUMSUB', this.channel, cacheChannelOf(this.db))) as (
-        string | number
-      )[];
-      alone = Number(reply[1]) <= 1 && Number(reply[3]) <= 1;
+      // In a cluster each node counts its own subscribers only: the sum is the whole count.
+      const servers = serversOf(this.redis.client);
+      // A cluster client lists its nodes once connected: none known, no count.
+      if (servers.length === 0) throw new Error('no Redis node known yet');
+      const replies = await Promise.all(
+        servers.map(
+          async (server) =>
+            (await server.pubsub('NUMSUB', this.channel, cacheChannelOf(this.db))) as (string | number)[],
+        ),
+      );
+      const sum = (index: number) => replies.reduce((total, reply) => total + Number(reply[index]), 0);
+      alone = sum(1) <= 1 && sum(3) <= 1;
     } catch {
       alone = false;
     }

@@ -7,7 +7,7 @@ import type { PageData, ReceiptPayload, SendData, WireMessage } from '@messaging
 import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, testEnvironment, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
-import { startPrivateRedis } from '../support/databases.js';
+import { flushTestRedis, startPrivateRedis } from '../support/databases.js';
 import { createConversation, userId } from '../support/fixtures.js';
 import { freePort } from '../support/free-port.js';
 import { pollStatus, spawnService } from '../support/service-process.js';
@@ -135,7 +135,7 @@ describe('per-device offline queue', () => {
     const bobPhone = await client(bob, 'phone');
     expect(bobPhone.session.unacked).toBe(30);
 
-    await service.app.get(RedisService).client.flushdb();
+    await flushTestRedis(service.app.get(RedisService).client);
 
     const first = dataOf(await bobPhone.request<PageData>('get-unacked', { limit: 10 }));
     expect(first.messages).toEqual(sent.slice(0, 10));
@@ -246,7 +246,8 @@ describe('offline queue bound', () => {
 describe('PostgreSQL is the source of truth', () => {
   it('rebuilds queues after Redis loses everything (FLUSHALL) with 1,000 unacked: all 1,000 come back', async () => {
     const redis = await startPrivateRedis();
-    const service = await startTestApp({ REDIS_URL: redis.url });
+    // A Redis of its own to stop and start: a single server, in the cluster project too.
+    const service = await startTestApp({ REDIS_URL: redis.url, REDIS_MODE: 'single' });
     try {
       const alice = userId('alice');
       const bob = userId('bob');

@@ -229,6 +229,7 @@ describe('across instances', () => {
       HOST: '127.0.0.1',
       DATABASE_URL: survivor.databaseUrl,
       REDIS_URL: survivor.redisUrl,
+      REDIS_MODE: survivor.config.redisMode,
       JWT_SECRET:
         survivor.config.jwt.key.kind === 'secret' ? new TextDecoder().decode(survivor.config.jwt.key.secret) : '',
       ENCRYPTION_KEYS: `1:${Buffer.from(survivor.config.encryption.keys[0].key).toString('base64')}`,

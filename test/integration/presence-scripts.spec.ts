@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseEnv } from '../../src/config/config.parser.js';
-import { PresenceRepository, type SocketPresence } from '../../src/presence/presence.repository.js';
+import { PresenceRepository, presenceKeysOf, type SocketPresence } from '../../src/presence/presence.repository.js';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { testEnv } from '../support/app.js';
 import { useTestRedisDb } from '../support/databases.js';
@@ -38,8 +38,10 @@ describe('presence-add.lua', () => {
     expect(await presence.add(phone, Date.now() + TTL, TTL)).toBe(true);
     expect(await presence.add(socketOf(user, 'laptop'), Date.now() + TTL, TTL)).toBe(false);
     expect((await presence.onlineDevices([user])).get(user)?.sort()).toEqual(['laptop', 'phone']);
-    expect(await redis.client.zscore('pr:all', `${user}\nphone|instance-1|phone-socket`)).not.toBeNull();
-    const ttl = await redis.client.pttl(`pr:u:${user}`);
+    expect(
+      await redis.client.zscore(presenceKeysOf(user).all, `${user}\nphone|instance-1|phone-socket`),
+    ).not.toBeNull();
+    const ttl = await redis.client.pttl(presenceKeysOf(user).user);
     expect(ttl).toBeGreaterThan(TTL);
     expect(ttl).toBeLessThanOrEqual(2 * TTL);
   });
@@ -60,7 +62,7 @@ describe('presence-remove.lua', () => {
     expect(await presence.remove(phone)).toBe(false);
     expect(await presence.remove(laptop)).toBe(true);
     expect(await presence.onlineDevices([user])).toEqual(new Map());
-    expect(await redis.client.zscore('pr:all', `${user}\nlaptop|instance-1|laptop-socket`)).toBeNull();
+    expect(await redis.client.zscore(presenceKeysOf(user).all, `${user}\nlaptop|instance-1|laptop-socket`)).toBeNull();
   });
 
   it('says nothing for a socket that was not there (removed twice, or swept)', async () => {
@@ -77,6 +79,6 @@ describe('presence-remove.lua', () => {
     const phone = socketOf(user, 'phone');
     await presence.add(phone, Date.now() + TTL, TTL);
     expect(await presence.remove(phone)).toBe(true);
-    expect(await redis.client.zcard(`pr:u:${user}`)).toBe(0);
+    expect(await redis.client.zcard(presenceKeysOf(user).user)).toBe(0);
   });
 });

@@ -5,7 +5,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { createApp } from '../../src/bootstrap.js';
 import type { AppConfig } from '../../src/config/app-config.js';
 import { parseEnv } from '../../src/config/config.parser.js';
-import { createTestDatabase, useTestRedisDb } from './databases.js';
+import { createTestDatabase, testRedisMode, useTestRedisDb } from './databases.js';
 
 /** The fixed secrets of the test environment (never used outside tests). */
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789';
@@ -29,6 +29,7 @@ export function testEnv(databaseUrl: string, redisUrl: string, overrides: Record
     HOST: '127.0.0.1',
     DATABASE_URL: databaseUrl,
     REDIS_URL: redisUrl,
+    REDIS_MODE: testRedisMode(),
     JWT_SECRET: TEST_JWT_SECRET,
     ENCRYPTION_KEYS: TEST_ENCRYPTION_KEYS,
     MIGRATE_ON_START: 'false',

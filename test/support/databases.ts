@@ -8,10 +8,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { Cluster } from 'ioredis';
 import pg from 'pg';
 import { inject, type ProvidedContext } from 'vitest';
 
 import { startRedisProcess, type RedisProcess } from '../../scripts/local-services.mjs';
+import type { RedisClient } from '../../src/redis/redis-client.js';
 import { freePort } from './free-port.js';
 
 /** Names of the databases made here; global-setup.ts drops leftovers by this prefix. */
@@ -116,12 +118,27 @@ export async function createTestDatabase(): Promise<TestDatabase> {
 let nextRedisIndex = 1;
 
 /**
+ * 'cluster' in the cluster project (vitest.config.ts): the test Redis is then a Redis
+ * Cluster, and REDIS_MODE=cluster goes with its URL (testEnv in app.ts).
+ */
+export function testRedisMode(): 'single' | 'cluster' {
+  try {
+    return setting('TEST_REDIS_MODE') === 'cluster' ? 'cluster' : 'single';
+  } catch {
+    return 'single';
+  }
+}
+
+/**
  * A Redis logical database of the test Redis that no other call in this test run gets
  * (index 1 and up; the global setup empties every database at the start of the run).
  * Indices are claimed with exclusively created files, atomic across worker processes.
  */
 export function useTestRedisDb(): { url: string; index: number } {
   const baseUrl = setting('TEST_REDIS_URL');
+  // A cluster has database 0 only: its test files run one at a time (vitest.config.ts)
+  // and keep apart by their random ids.
+  if (testRedisMode() === 'cluster') return { url: baseUrl, index: 0 };
   const claimsDir = setting('TEST_REDIS_CLAIMS_DIR');
   const databases = Number(setting('TEST_REDIS_DATABASES'));
   for (let index = nextRedisIndex; index < databases; index += 1) {
@@ -137,6 +154,14 @@ export function useTestRedisDb(): { url: string; index: number } {
     return { url: `${baseUrl}/${index}`, index };
   }
   throw new Error(`all ${databases - 1} Redis databases of the test Redis are taken in this run`);
+}
+
+/**
+ * Empties what the client works on, as if Redis lost it: its database, or in a cluster
+ * every master (FLUSHDB through a Cluster client would reach one random node).
+ */
+export async function flushTestRedis(client: RedisClient): Promise<void> {
+  await Promise.all((client instanceof Cluster ? client.nodes('master') : [client]).map((server) => server.flushdb()));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 // at run time), and a template database `messaging_template` with every migration applied,
 // which test/support/databases.ts clones for each test file.
 //
+// The `cluster` project gets a Redis Cluster instead (three masters with one replica
+// each, started by the same launcher in the same folder when that project first asks):
+// TEST_REDIS_MODE is 'cluster' there and TEST_REDIS_URL lists its nodes.
+//
 // Vitest calls this once per project that has tests to run, in the main process and one
 // after the other; the services are shared through a process-wide reference count and
 // stopped by the last teardown. Tests reach them through inject() (typed below) or the
@@ -16,10 +20,12 @@ import type { TestProject } from 'vitest/node';
 
 import {
   acquirePidLock,
+  freeClusterPorts,
   freePorts,
   killRedisOf,
   processAlive,
   ROOT,
+  startLocalRedisCluster,
   startLocalServices,
   stopLocalServices,
   type LocalServicesOptions,
@@ -41,8 +47,13 @@ declare module 'vitest' {
     TEST_REDIS_CLAIMS_DIR: string;
     /** Scratch folder of this run (startPrivateRedis() servers live there), emptied at the end. */
     TEST_TMP_DIR: string;
+    /** 'cluster' in the cluster project: TEST_REDIS_URL then lists the cluster's nodes. */
+    TEST_REDIS_MODE: 'single' | 'cluster';
   }
 }
+
+/** The project whose tests run against a Redis Cluster (vitest.config.ts). */
+const CLUSTER_PROJECT = 'cluster';
 
 type TestServicesContext = {
   TEST_PG_ADMIN_URL: string;
@@ -74,6 +85,8 @@ interface Services {
 interface SharedState {
   users: number;
   services: Promise<Services>;
+  /** The cluster's seed URLs, once the cluster project asked for it. */
+  cluster?: Promise<string>;
 }
 
 // The file is loaded once per project (separate module instances), hence a global.
@@ -249,6 +262,17 @@ async function stopServices({
   }
 }
 
+/** A Redis Cluster in the run's folder, on fresh ports (a stale nodes.conf would name others). */
+async function startCluster(localDir: string): Promise<string> {
+  rmSync(join(localDir, 'redis-cluster'), { recursive: true, force: true });
+  const started = Date.now();
+  const { redisUrl } = await startLocalRedisCluster(
+    launcherOptions(localDir, { redisClusterPorts: await freeClusterPorts(6) }),
+  );
+  log(`Redis Cluster on ${redisUrl} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return redisUrl;
+}
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const holder = globalThis as GlobalWithState;
   let state = holder[STATE];
@@ -267,10 +291,24 @@ export default async function setup(project: TestProject): Promise<() => Promise
     throw error;
   }
   const { context } = services;
+  let redisUrl = context.TEST_REDIS_URL;
+  if (project.name === CLUSTER_PROJECT) {
+    try {
+      redisUrl = await (shared.cluster ??= startCluster(services.localDir));
+    } catch (error) {
+      shared.users -= 1;
+      if (shared.users === 0 && holder[STATE] === shared) {
+        delete holder[STATE];
+        await stopServices(services);
+      }
+      throw error;
+    }
+  }
+  project.provide('TEST_REDIS_MODE', project.name === CLUSTER_PROJECT ? 'cluster' : 'single');
   project.provide('TEST_PG_ADMIN_URL', context.TEST_PG_ADMIN_URL);
   project.provide('TEST_PG_TEMPLATE', context.TEST_PG_TEMPLATE);
   project.provide('TEST_REDIS_PORT', context.TEST_REDIS_PORT);
-  project.provide('TEST_REDIS_URL', context.TEST_REDIS_URL);
+  project.provide('TEST_REDIS_URL', redisUrl);
   project.provide('TEST_REDIS_DATABASES', context.TEST_REDIS_DATABASES);
   project.provide('TEST_REDIS_CLAIMS_DIR', context.TEST_REDIS_CLAIMS_DIR);
   project.provide('TEST_TMP_DIR', context.TEST_TMP_DIR);

@@ -1,28 +1,31 @@
 -- OfflineQueueRepository.enqueueForDevices (ioredis command mqEnqueueMany); key layout in offline-queue.repository.ts.
 --
 -- Adds entries to many devices' queues in one call (a group commit's messages fanned out
--- to a group): ARGV mode, cap, device count, each device's key tag, then (id, score,
--- conversation, seq, sender) per entry. An entry already queued is left alone; the new
--- ones go in with one HSET and one ZADD per conversation per device. Past the cap the
--- oldest entries go. Keys are built from the tags, so all must live on one Redis (Redis Cluster
--- is not supported). Returns the dropped entries as (device index, conversation, seq).
+-- to a group): KEYS each device's key tag (`mq:{user device}`: its keys are the tag plus
+-- a suffix, so they share its slot); ARGV mode, cap, then (id, score, conversation, seq,
+-- sender) per entry. An entry already queued is left alone; the new ones go in with one
+-- HSET and one ZADD per conversation per device. Past the cap the oldest entries go.
+-- Returns the dropped entries as (device index, conversation, seq).
+--
+-- The tags are declared as KEYS so that a Redis Cluster routes the call and checks them:
+-- in a cluster every tag of one call must hash to one slot (the caller groups by slot).
 --
 -- Mode 'repair' (a rebuild from PostgreSQL) skips what the device already acked (at or
 -- below its cursor, or in `x`) and rewrites each entry into all three structures, so a
 -- queue that lost any of them is whole again.
 local repair = ARGV[1] == 'repair'
 local cap = tonumber(ARGV[2])
-local devices = tonumber(ARGV[3])
+local devices = #KEYS
 local ids, scores, convs, seqs, values, highest = {}, {}, {}, {}, {}, {}
 local n = 0
-for i = 4 + devices, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   n = n + 1
   ids[n], scores[n], convs[n], seqs[n] = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
   values[n] = ARGV[i+2] .. '|' .. ARGV[i+3] .. '|' .. ARGV[i+4]
 end
 local dropped = {}
 for d = 1, devices do
-  local tag = ARGV[3 + d]
+  local tag = KEYS[d]
   local z, m, hi, cur, prefix, xprefix = tag .. ':z', tag .. ':m', tag .. ':hi', tag .. ':cur', tag .. ':c:', tag .. ':x:'
   local fields, perConv = {}, {}
   local top = {}

@@ -1,6 +1,6 @@
 -- Records a live socket of a user.
--- KEYS[1] pr:u:<userId>  ZSET "<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
--- KEYS[2] pr:all         ZSET "<userId>\n<entry>" -> expiry (ms)
+-- KEYS[1] pr:{b}:u:<userId>  ZSET "<deviceId>|<instanceId>|<socketId>" -> expiry (ms)
+-- KEYS[2] pr:{b}:all         ZSET "<userId>\n<entry>" -> expiry (ms)
 -- ARGV: entry, expiry, now (ms), entry in pr:all, key TTL (ms)
 -- Returns how many live (unexpired) entries the user had before: 0 means they came online.
 local now = tonumber(ARGV[3])

@@ -1,5 +1,5 @@
 -- Removes a socket of a user, and the user's expired entries.
--- KEYS[1] pr:u:<userId>, KEYS[2] pr:all (as in presence-add.lua)
+-- KEYS[1] pr:{b}:u:<userId>, KEYS[2] pr:{b}:all (as in presence-add.lua)
 -- ARGV: entry, now (ms), entry in pr:all
 -- Returns { 1 if the entry was there, live entries left }: { 1, 0 } means they went offline.
 local now = tonumber(ARGV[2])
