@@ -14,6 +14,7 @@ const CLUSTER_E2E = [
   'test/e2e/offline-queue.spec.ts',
   'test/e2e/client-failover.spec.ts',
   'test/e2e/e2e-recipients.spec.ts',
+  'test/e2e/cross-instance-order.spec.ts',
 ];
 
 export default defineConfig({

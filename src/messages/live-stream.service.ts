@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 
 import { MembershipService } from '../conversations/membership.service.js';
 import { MessageStore } from '../message-store/message-store.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
 import { liveChannelOf } from '../redis/channels.js';
 import { InstanceTopology } from '../redis/instance-topology.service.js';
+import type { RedisClient } from '../redis/redis-client.js';
 import { RedisService } from '../redis/redis.service.js';
 import type { WireMessage } from '@messaging-service/client/protocol';
 import { MessagingMetrics } from './messaging.metrics.js';
@@ -46,7 +46,7 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
   private readonly origin = randomUUID();
   private readonly channel: string;
   private readonly merge: SeqMerge;
-  private subscriber?: Redis;
+  private subscriber?: RedisClient;
 
   constructor(
     private readonly redis: RedisService,
@@ -56,7 +56,7 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     private readonly membership: MembershipService,
     metrics: MessagingMetrics,
   ) {
-    this.channel = liveChannelOf(redis.client.options.db ?? 0);
+    this.channel = liveChannelOf(redis.channelDb);
     this.merge = new SeqMerge({
       holdMs: HOLD_MS,
       emit: (item) => this.realtime.emitMessageHere(item.userIds, item.message),

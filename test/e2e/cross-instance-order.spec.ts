@@ -1,10 +1,11 @@
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { PageData, WireMessage } from '@messaging-service/client/protocol';
 import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
+import { connectRedis, serversOf } from '../../src/redis/redis-client.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
+import { testRedisMode } from '../support/databases.js';
 import { createConversation, userId } from '../support/fixtures.js';
 import { freePort } from '../support/free-port.js';
 import { pollStatus, spawnService, type ServiceProcess } from '../support/service-process.js';
@@ -34,6 +35,7 @@ describe('seq order across instances', () => {
           HOST: '127.0.0.1',
           DATABASE_URL: local.databaseUrl,
           REDIS_URL: local.redisUrl,
+          REDIS_MODE: config.redisMode,
           JWT_SECRET: config.jwt.key.kind === 'secret' ? new TextDecoder().decode(config.jwt.key.secret) : '',
           ENCRYPTION_KEYS: `1:${Buffer.from(config.encryption.keys[0].key).toString('base64')}`,
           MIGRATE_ON_START: 'false',
@@ -144,11 +146,16 @@ describe('seq order across instances', () => {
   }, 120_000);
 });
 
-describe('a live publish lost between instances', () => {
+// On one Redis, a killed subscriber takes its reconnect delay (100 ms and up) to subscribe
+// again, so the publish right after the kill is lost to it; a cluster client resubscribes
+// on another node at once, and nothing is reliably lost. The merge is the same code in
+// both modes: this runs on the single Redis only.
+describe.skipIf(testRedisMode() === 'cluster')('a live publish lost between instances', () => {
   it('is read back from PostgreSQL and emitted in order before the next one', async () => {
     const first = await startTestApp();
     const second = await startTestApp({ DATABASE_URL: first.databaseUrl, REDIS_URL: first.redisUrl });
-    const admin = new Redis(first.redisUrl);
+    const admin = connectRedis(first.config, {});
+    await new Promise((resolve) => (admin.status === 'ready' ? resolve(undefined) : admin.once('ready', resolve)));
     try {
       const together = async () => {
         const deadline = Date.now() + 10_000;
@@ -171,7 +178,7 @@ describe('a live publish lost between instances', () => {
       await receiver.waitForMessages(1);
       // Every subscriber connection drops: the second instance misses what is published
       // before its client has reconnected and subscribed again.
-      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      for (const server of serversOf(admin)) await server.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
       const lost = await send('lost');
       await new Promise((resolve) => setTimeout(resolve, 2_500));
       await together();
