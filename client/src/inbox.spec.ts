@@ -240,6 +240,39 @@ describe('Inbox', () => {
     expect(seqs()).toEqual([2, 3, 4, 5]);
   });
 
+  it("takes no baseline from an own send's reply that overtook an earlier seq from another instance", async () => {
+    const { inbox, seqs, historyCalls, errors } = setup();
+
+    // This device's first send is stored as seq 2 and its reply arrives at once; seq 1,
+    // stored a moment earlier on another instance, is still on its way live.
+    void inbox.accept([message(2, 'c1', { senderDeviceId: 'my-device' })], 'own');
+    await vi.advanceTimersByTimeAsync(2 * GAP_WAIT_MS);
+    void inbox.accept([message(1)], 'live');
+    void inbox.accept([message(3)], 'live');
+    await vi.advanceTimersByTimeAsync(10 * GAP_WAIT_MS);
+
+    expect(seqs()).toEqual([1, 3]);
+    expect(historyCalls).toEqual([]);
+    expect(errors).toEqual([]);
+    expect(inbox.counters).toEqual({ received: 2, duplicatesDropped: 0, gapsFilled: 0 });
+  });
+
+  it('takes the baseline from own messages once nothing earlier came for four gap waits', async () => {
+    const { inbox, seqs, historyCalls } = setup();
+
+    void inbox.accept([message(2, 'c1', { senderDeviceId: 'my-device' })], 'own');
+    void inbox.accept([message(3, 'c1', { senderDeviceId: 'my-device' })], 'own');
+    await vi.advanceTimersByTimeAsync(4 * GAP_WAIT_MS);
+    // Too late: seq 1 is older than what this device saw (its own 2 and 3).
+    void inbox.accept([message(1)], 'live');
+    void inbox.accept([message(4)], 'live');
+    await vi.advanceTimersByTimeAsync(10 * GAP_WAIT_MS);
+
+    expect(seqs()).toEqual([4]);
+    expect(historyCalls).toEqual([]);
+    expect(inbox.counters).toEqual({ received: 1, duplicatesDropped: 1, gapsFilled: 0 });
+  });
+
   it('never delivers own messages but counts their seq as seen', async () => {
     const { inbox, seqs, historyCalls, settledIds } = setup();
     inbox.restore({ c1: 0 });

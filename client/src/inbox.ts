@@ -32,6 +32,9 @@ export interface InboxCounters {
   gapsFilled: number;
 }
 
+/** How many gap waits a conversation's first own messages wait for an earlier seq (see release). */
+const OWN_BASELINE_WAITS = 4;
+
 export type Origin = 'live' | 'drain' | 'history' | 'own';
 
 interface Held {
@@ -124,8 +127,13 @@ export class Inbox {
     if (lane.highWater === undefined) {
       // The first message of a conversation this device has not seen: older ones may still
       // be on their way in the drain (oldest first), so the baseline waits for it.
-      const fromDrain = [...lane.held.values()].some((held) => held.origin === 'drain');
-      if (!this.synced && !fromDrain) return;
+      const held = [...lane.held.values()];
+      if (!this.synced && !held.some((h) => h.origin === 'drain')) return;
+      // Nor is the reply to one of this device's own sends a baseline at once: it may
+      // overtake an earlier seq that another instance stored and is still delivering live,
+      // which would then fall below the mark and be dropped. Own messages (never emitted)
+      // wait a while for a message from someone else.
+      if (held.every((h) => h.origin === 'own')) return this.scheduleOwnBaseline(lane);
       lane.highWater = Math.min(...lane.held.keys()) - 1;
     }
     const batch: Held[] = [];
@@ -176,6 +184,20 @@ export class Inbox {
     };
     if (listeners) void listeners.then(done);
     else done();
+  }
+
+  /**
+   * Makes a lane holding only own messages take its baseline from them after
+   * OWN_BASELINE_WAITS gap waits (longer than the service holds a live seq for an earlier
+   * one), unless a message from someone else set it first; the held replies are then let go.
+   */
+  private scheduleOwnBaseline(lane: Lane): void {
+    if (lane.gapTimer || lane.filling) return;
+    lane.gapTimer = setTimeout(() => {
+      lane.gapTimer = undefined;
+      if (lane.highWater === undefined && lane.held.size > 0) lane.highWater = Math.min(...lane.held.keys()) - 1;
+      if (lane.held.size > 0) this.release(lane);
+    }, OWN_BASELINE_WAITS * this.deps.gapWaitMs);
   }
 
   private scheduleFill(lane: Lane): void {

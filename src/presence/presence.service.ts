@@ -13,6 +13,12 @@ import { PresenceRepository, type SocketPresence } from './presence.repository.j
  * goes offline with their last; each change is sent as `presence` to the joined members
  * of every conversation of theirs. Entries expire unless their instance refreshes them,
  * and every instance sweeps expired ones, so a crashed instance's users go offline.
+ *
+ * The bound is PRESENCE_TTL_MS from the crash to the `offline` event, not only to the
+ * snapshot: every instance ticks each quarter of it (refresh, then sweep if no other
+ * instance swept within the last half tick), and an entry is written to expire a tick
+ * short of the TTL, which leaves the sweep that tick to find it. A live instance's
+ * refresh may run up to half the TTL late before its sockets count as gone.
  */
 @Injectable()
 export class PresenceService implements OnModuleInit, OnApplicationShutdown {
@@ -33,7 +39,7 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   ) {}
 
   onModuleInit(): void {
-    this.timer = setInterval(() => void this.tick(), Math.max(50, Math.floor(this.config.presenceTtlMs / 3)));
+    this.timer = setInterval(() => void this.tick(), this.tickMs());
     this.timer.unref();
   }
 
@@ -44,8 +50,9 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
   async connected(userId: string, deviceId: string, socketId: string): Promise<void> {
     const entry = { userId, deviceId, instanceId: this.instanceId, socketId };
     this.local.set(socketId, entry);
-    const ttl = this.config.presenceTtlMs;
-    if (await this.presence.add(entry, Date.now() + ttl, ttl)) await this.broadcast(userId, 'online');
+    if (await this.presence.add(entry, this.expiresAt(), this.config.presenceTtlMs)) {
+      await this.broadcast(userId, 'online');
+    }
   }
 
   async disconnected(socketId: string): Promise<void> {
@@ -68,12 +75,25 @@ export class PresenceService implements OnModuleInit, OnApplicationShutdown {
 
   private async tick(): Promise<void> {
     try {
-      const ttl = this.config.presenceTtlMs;
-      await this.presence.refresh([...this.local.values()], Date.now() + ttl, ttl);
-      if (await this.presence.acquireSweepLock(this.instanceId, Math.max(50, Math.floor(ttl / 3)))) await this.sweep();
+      await this.presence.refresh([...this.local.values()], this.expiresAt(), this.config.presenceTtlMs);
+      // Half a tick: over by the holder's next tick, so someone sweeps every tick.
+      if (await this.presence.acquireSweepLock(this.instanceId, Math.floor(this.tickMs() / 2))) await this.sweep();
     } catch (error) {
       this.logger.warn(`presence refresh failed: ${String(error)}`);
     }
+  }
+
+  /** How often this instance refreshes its entries and offers to sweep. */
+  private tickMs(): number {
+    return Math.max(50, Math.floor(this.config.presenceTtlMs / 4));
+  }
+
+  /**
+   * A tick short of the TTL, so that after a crash the sweep of the next tick still comes
+   * within the TTL; the refresh due a tick from now may run two ticks late.
+   */
+  private expiresAt(): number {
+    return Date.now() + this.config.presenceTtlMs - this.tickMs();
   }
 
   /** Removes entries of sockets whose instance stopped refreshing them. */

@@ -16,15 +16,16 @@ interface RandomCuts {
 /**
  * A TCP proxy on 127.0.0.1 in front of a service, for tests that break the network under a
  * client: `cutAll()` resets every open connection at once (both directions, as a network
- * change on a phone would), `retarget()` sends new connections to another port (a load
- * balancer failing over), and `cutRandomly()` cuts at random moments, a bounded number of
- * times. New connections are accepted again right after a cut.
+ * change on a phone would), `retarget()` sends new connections to another port, or round
+ * robin over several (a load balancer failing over to the healthy instances), and
+ * `cutRandomly()` cuts at random moments, a bounded number of times. New connections are
+ * accepted again right after a cut.
  */
 export interface TcpProxy {
   /** http://127.0.0.1:<port> */
   url: string;
   port: number;
-  /** The port new connections are forwarded to. */
+  /** The port the next new connection is forwarded to. */
   readonly targetPort: number;
   /** Connections accepted so far, by the target port they were forwarded to. */
   readonly accepted: ReadonlyMap<number, number>;
@@ -32,7 +33,8 @@ export interface TcpProxy {
   openByTarget(): Map<number, number>;
   /** How many times cutAll() ran (directly or through cutRandomly). */
   readonly cuts: number;
-  retarget(port: number): void;
+  /** Forwards new connections to `port`, or to each of `ports` in turn; open ones stay. */
+  retarget(port: number | readonly number[]): void;
   /**
    * Stops relaying the service's bytes to the clients on the connections open now (what the
    * clients send still reaches the service): requests are served, their replies held.
@@ -58,11 +60,14 @@ function reset(socket: Socket): void {
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   const pairs = new Set<Pair>();
   const accepted = new Map<number, number>();
-  let target = targetPort;
+  let targets: readonly number[] = [targetPort];
+  let turn = 0;
+  const nextTarget = () => targets[turn++ % targets.length];
   let cuts = 0;
   const timers = new Set<NodeJS.Timeout>();
 
   const server = createServer((client) => {
+    const target = nextTarget();
     const upstream = connect({ host: '127.0.0.1', port: target });
     const pair: Pair = { client, upstream, targetPort: target };
     pairs.add(pair);
@@ -103,7 +108,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     url: `http://127.0.0.1:${port}`,
     port,
     get targetPort() {
-      return target;
+      return targets[turn % targets.length];
     },
     get accepted() {
       return accepted;
@@ -117,7 +122,10 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       return open;
     },
     retarget: (next) => {
-      target = next;
+      const ports = typeof next === 'number' ? [next] : [...next];
+      if (ports.length === 0) throw new Error('retarget needs at least one port');
+      targets = ports;
+      turn = 0;
     },
     holdReplies: () => {
       for (const { client, upstream } of pairs) {
