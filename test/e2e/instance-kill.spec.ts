@@ -291,9 +291,11 @@ describe('SIGKILL of one of three instances', () => {
     expect(await snapshot(survivor.url), 'before the kill').toContainEqual({ userId: lonely, deviceIds: ['phone'] });
 
     // The worst moment: right after the victim pushed the entry's expiry forward (the
-    // score of pr:u:<user>, see PresenceRepository), so that it lives longest.
+    // score of pr:{bucket}:u:<user>, see PresenceRepository), so that it lives longest.
     const redis = local.app.get(RedisService).client;
-    const expiry = async () => Number((await redis.zrangebyscore(`pr:u:${lonely}`, '-inf', '+inf', 'WITHSCORES'))[1]);
+    const [userKey] = await redis.keys(`pr:{*}:u:${lonely}`);
+    expect(userKey, "the user's presence key").toBeDefined();
+    const expiry = async () => Number((await redis.zrangebyscore(userKey, '-inf', '+inf', 'WITHSCORES'))[1]);
     const before = await expiry();
     await waitFor(async () => (await expiry()) !== before, 'the victim to refresh its presence entry', 5_000);
     const killedAt = performance.now();
