@@ -8,6 +8,7 @@ import { slotOf } from '../redis/redis-client.js';
 import { RedisService } from '../redis/redis.service.js';
 import type { DeviceRef } from '../devices/devices.types.js';
 import type { ConversationState, PendingEntry } from './offline-queue.types.js';
+import { groupBy } from '../common/group-by.js';
 
 /**
  * Per-device offline queues in Redis. For device (u, d), all keys share one hash tag:
@@ -319,14 +320,7 @@ export class OfflineQueueRepository {
    */
   private bySlot(devices: readonly DeviceRef[]): DeviceRef[][] {
     if (this.redis.mode !== 'cluster') return [[...devices]];
-    const groups = new Map<number, DeviceRef[]>();
-    for (const device of devices) {
-      const slot = slotOf(tagOf(device));
-      const group = groups.get(slot);
-      if (group) group.push(device);
-      else groups.set(slot, [device]);
-    }
-    return [...groups.values()];
+    return [...groupBy(devices, (device) => slotOf(tagOf(device))).values()];
   }
 }
 

@@ -5,6 +5,7 @@ import type { Result } from 'ioredis';
 
 import { luaScript } from '../redis/lua-script.js';
 import { RedisService } from '../redis/redis.service.js';
+import { groupBy } from '../common/group-by.js';
 
 /**
  * Who is online, in Redis so every instance sees the same. Each live socket is an entry
@@ -39,16 +40,8 @@ export const presenceKeysOf = (userId: string) => ({ user: userKey(userId), all:
 const ALL_BUCKETS = Array.from({ length: BUCKETS }, (_, bucket) => bucket);
 
 /** Items by their user's bucket. */
-function byBucket<T>(items: readonly T[], userIdOf: (item: T) => string): Map<number, T[]> {
-  const groups = new Map<number, T[]>();
-  for (const item of items) {
-    const bucket = bucketOf(userIdOf(item));
-    const group = groups.get(bucket);
-    if (group) group.push(item);
-    else groups.set(bucket, [item]);
-  }
-  return groups;
-}
+const byBucket = <T>(items: readonly T[], userIdOf: (item: T) => string): Map<number, T[]> =>
+  groupBy(items, (item) => bucketOf(userIdOf(item)));
 const entryOf = (deviceId: string, instanceId: string, socketId: string) => `${deviceId}|${instanceId}|${socketId}`;
 
 export interface SocketPresence {

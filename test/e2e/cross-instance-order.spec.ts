@@ -7,8 +7,7 @@ import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { testRedisMode } from '../support/databases.js';
 import { createConversation, userId } from '../support/fixtures.js';
-import { freePort } from '../support/free-port.js';
-import { pollStatus, spawnService, type ServiceProcess } from '../support/service-process.js';
+import { spawnBeside, type ServiceProcess } from '../support/service-process.js';
 
 /**
  * PROTOCOL.md §2: within a conversation every device sees messages in seq order, with any
@@ -25,27 +24,10 @@ describe('seq order across instances', () => {
   beforeAll(async () => {
     local = await startTestApp();
     urls.push(local.url);
-    const { config } = local;
     for (let i = 0; i < 2; i++) {
-      const port = await freePort();
-      processes.push(
-        spawnService({
-          NODE_ENV: 'production',
-          PORT: String(port),
-          HOST: '127.0.0.1',
-          DATABASE_URL: local.databaseUrl,
-          REDIS_URL: local.redisUrl,
-          REDIS_MODE: config.redisMode,
-          JWT_SECRET: config.jwt.key.kind === 'secret' ? new TextDecoder().decode(config.jwt.key.secret) : '',
-          ENCRYPTION_KEYS: `1:${Buffer.from(config.encryption.keys[0].key).toString('base64')}`,
-          MIGRATE_ON_START: 'false',
-          LOG_LEVEL: 'error',
-        }),
-      );
-      urls.push(`http://127.0.0.1:${port}`);
-    }
-    for (const url of urls.slice(1)) {
-      expect(await pollStatus(`${url}/health/ready`, (s) => s === 200)).toBe(200);
+      const { service, url } = await spawnBeside(local);
+      processes.push(service);
+      urls.push(url);
     }
   }, 60_000);
 

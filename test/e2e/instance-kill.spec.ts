@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Message } from '@messaging-service/client';
 import type { JoinData, PresencePayload } from '@messaging-service/client/protocol';
 import { RedisService } from '../../src/redis/redis.service.js';
-import { startTestApp, TEST_ENCRYPTION_KEYS, TEST_JWT_SECRET, type TestApp } from '../support/app.js';
+import { startTestApp, type TestApp } from '../support/app.js';
 import {
   ClientPool,
   closedStates,
@@ -16,8 +16,7 @@ import {
 } from '../support/client-harness.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
-import { freePort } from '../support/free-port.js';
-import { pollStatus, spawnService, type ServiceProcess } from '../support/service-process.js';
+import { spawnBeside, type ServiceProcess } from '../support/service-process.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 
 /** Short, so that a crashed instance's users go offline within the test's time. */
@@ -53,24 +52,9 @@ describe('SIGKILL of one of three instances', () => {
 
   /** A production process of the service on the shared PostgreSQL and Redis. */
   async function spawnInstance(): Promise<Instance & { service: ServiceProcess }> {
-    const port = await freePort();
-    const service = spawnService({
-      NODE_ENV: 'production',
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      DATABASE_URL: local.databaseUrl,
-      REDIS_URL: local.redisUrl,
-      JWT_SECRET: TEST_JWT_SECRET,
-      ENCRYPTION_KEYS: TEST_ENCRYPTION_KEYS,
-      MIGRATE_ON_START: 'false',
-      LOG_LEVEL: 'error',
-      ...TIMING,
-    });
-    processes.push(service);
-    const url = `http://127.0.0.1:${port}`;
-    const status = await pollStatus(`${url}/health/ready`, (s) => s === 200, 30_000);
-    expect(status, `instance on ${port} ready:\n${service.output()}`).toBe(200);
-    return { url, port, service };
+    const instance = await spawnBeside(local, TIMING);
+    processes.push(instance.service);
+    return instance;
   }
 
   beforeAll(async () => {

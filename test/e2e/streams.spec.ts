@@ -5,8 +5,7 @@ import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
-import { freePort } from '../support/free-port.js';
-import { pollStatus, spawnService } from '../support/service-process.js';
+import { spawnBeside } from '../support/service-process.js';
 
 /** Waits a little to show that something did NOT arrive. */
 const settle = (ms = 300) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -222,32 +221,18 @@ describe('across instances', () => {
 
   it('takes the users of a SIGKILLed instance offline once their presence expires', async () => {
     const survivor = await startTestApp(TIMING);
-    const port = await freePort();
-    const doomed = spawnService({
-      NODE_ENV: 'production',
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      DATABASE_URL: survivor.databaseUrl,
-      REDIS_URL: survivor.redisUrl,
-      REDIS_MODE: survivor.config.redisMode,
-      JWT_SECRET:
-        survivor.config.jwt.key.kind === 'secret' ? new TextDecoder().decode(survivor.config.jwt.key.secret) : '',
-      ENCRYPTION_KEYS: `1:${Buffer.from(survivor.config.encryption.keys[0].key).toString('base64')}`,
-      MIGRATE_ON_START: 'false',
-      LOG_LEVEL: 'error',
-      ...TIMING,
-    });
+    let doomed: Awaited<ReturnType<typeof spawnBeside>> | undefined;
     try {
-      expect(await pollStatus(`http://127.0.0.1:${port}/health/ready`, (s) => s === 200)).toBe(200);
+      doomed = await spawnBeside(survivor, TIMING);
       const alice = userId('alice');
       const bob = userId('bob');
       const conversationId = await createConversation(survivor, alice, [bob]);
       const watcher = await connect(survivor.url, alice);
       dataOf(await watcher.request('join', { conversationId }));
-      await connect(`http://127.0.0.1:${port}`, bob);
+      await connect(doomed.url, bob);
       await watcher.waitForEvent<PresencePayload>('presence', (p) => p.userId === bob && p.status === 'online');
 
-      doomed.child.kill('SIGKILL');
+      doomed.service.child.kill('SIGKILL');
       const offline = await watcher.waitForEvent<PresencePayload>(
         'presence',
         (p) => p.userId === bob && p.status === 'offline',
@@ -256,7 +241,7 @@ describe('across instances', () => {
       expect(offline).toEqual({ conversationId, userId: bob, status: 'offline' });
       watcher.close();
     } finally {
-      doomed.child.kill('SIGKILL');
+      doomed?.service.child.kill('SIGKILL');
       await survivor.close();
     }
   });

@@ -2,6 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
+import type { TestApp } from './app.js';
+import { freePort } from './free-port.js';
+
 export const PROJECT_ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(PROJECT_ROOT, 'dist', 'main.js');
 
@@ -68,4 +71,39 @@ export async function pollStatus(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return status;
+}
+
+/**
+ * Another instance of the service, as a production process, on the PostgreSQL and Redis
+ * of an in-process test app (same secrets and Redis mode), on a free loopback port;
+ * resolves once it reports ready. `env` adds or overrides settings (timings).
+ */
+export async function spawnBeside(
+  app: TestApp,
+  env: Record<string, string> = {},
+): Promise<{ service: ServiceProcess; url: string; port: number }> {
+  const { config } = app;
+  const port = await freePort();
+  const service = spawnService({
+    NODE_ENV: 'production',
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    DATABASE_URL: app.databaseUrl,
+    REDIS_URL: app.redisUrl,
+    REDIS_MODE: config.redisMode,
+    JWT_SECRET: config.jwt.key.kind === 'secret' ? new TextDecoder().decode(config.jwt.key.secret) : '',
+    ENCRYPTION_KEYS: config.encryption.keys
+      .map((k) => `${k.version}:${Buffer.from(k.key).toString('base64')}`)
+      .join(','),
+    MIGRATE_ON_START: 'false',
+    LOG_LEVEL: 'error',
+    ...env,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const status = await pollStatus(`${url}/health/ready`, (s) => s === 200, 30_000);
+  if (status !== 200) {
+    service.child.kill('SIGKILL');
+    throw new Error(`instance on ${port} not ready (${status}):\n${service.output()}`);
+  }
+  return { service, url, port };
 }
