@@ -14,11 +14,10 @@ import type { PendingEntry } from '../../src/offline-queue/offline-queue.types.j
 import { PresenceRepository } from '../../src/presence/presence.repository.js';
 import { PushJobsRepository, type PushJobData } from '../../src/push/push-jobs.repository.js';
 import type { PushOptions } from '../../src/push/push.options.js';
-import { CacheBus } from '../../src/redis/cache-bus.service.js';
-import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
 import { slotOf } from '../../src/redis/redis-client.js';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { userId } from '../support/fixtures.js';
+import { startTopologyInstance, type TopologyInstance } from '../support/instance-topology.js';
 
 const config = () => ({ redisUrl: inject('TEST_REDIS_URL'), redisMode: 'cluster' }) as AppConfig;
 
@@ -142,24 +141,10 @@ describe('presence across buckets', () => {
 });
 
 describe('instances on one cluster', () => {
-  const running: { topology: InstanceTopology; cache: CacheBus; stop(): Promise<void> }[] = [];
+  const running: TopologyInstance[] = [];
 
   async function start() {
-    const service = new RedisService(config());
-    const topology = new InstanceTopology(service);
-    const cache = new CacheBus(service, topology);
-    await topology.onModuleInit();
-    await cache.onModuleInit();
-    await topology.onApplicationBootstrap();
-    const instance = {
-      topology,
-      cache,
-      stop: async () => {
-        await cache.onApplicationShutdown();
-        await topology.onApplicationShutdown();
-        await service.onApplicationShutdown();
-      },
-    };
+    const instance = await startTopologyInstance(config());
     running.push(instance);
     return instance;
   }

@@ -1,17 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 
-import type { AppConfig } from '../../src/config/app-config.js';
-import { CacheBus } from '../../src/redis/cache-bus.service.js';
-import { InstanceTopology } from '../../src/redis/instance-topology.service.js';
-import { RedisService } from '../../src/redis/redis.service.js';
 import { useTestRedisDb } from '../support/databases.js';
+import { startTopologyInstance, type TopologyInstance } from '../support/instance-topology.js';
 
 /** One instance's Redis providers, through the lifecycle hooks Nest would call. */
-interface Instance {
-  topology: InstanceTopology;
-  cache: CacheBus;
-  stop(): Promise<void>;
-}
+type Instance = TopologyInstance;
 
 async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -25,21 +18,7 @@ describe('InstanceTopology', () => {
   const running: Instance[] = [];
 
   async function start(redisUrl: string): Promise<Instance> {
-    const redis = new RedisService({ redisUrl } as AppConfig);
-    const topology = new InstanceTopology(redis);
-    const cache = new CacheBus(redis, topology);
-    await topology.onModuleInit();
-    await cache.onModuleInit();
-    await topology.onApplicationBootstrap();
-    const instance = {
-      topology,
-      cache,
-      stop: async () => {
-        await cache.onApplicationShutdown();
-        await topology.onApplicationShutdown();
-        await redis.onApplicationShutdown();
-      },
-    };
+    const instance = await startTopologyInstance({ redisUrl });
     running.push(instance);
     return instance;
   }
