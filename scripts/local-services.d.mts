@@ -113,6 +113,18 @@ export declare function startLocalRedisCluster(
   options?: LocalServicesOptions,
 ): Promise<{ redisUrl: string; ports: number[]; dir: string }>;
 
+/**
+ * Starts again the node on `port` (one of `options.redisClusterPorts`) of the Redis Cluster
+ * of `options.localDir`, after it stopped or was killed (killRedisOf its folder,
+ * <localDir>/redis-cluster/<port>): it rejoins from its nodes.conf, as a replica if its
+ * replica took its slots meanwhile. Resolves once it answers PING (not once the cluster is ok).
+ *
+ * @example
+ * killRedisOf(join(localDir, 'redis-cluster', '47001'));
+ * await startLocalRedisClusterNode(47001, { localDir, redisClusterPorts: ports });
+ */
+export declare function startLocalRedisClusterNode(port: number, options?: LocalServicesOptions): Promise<void>;
+
 /** A redis-server child of this process (startRedisProcess). */
 export interface RedisProcess {
   /** redis://127.0.0.1:PORT */

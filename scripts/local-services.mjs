@@ -984,6 +984,20 @@ export async function startLocalRedisCluster(options = {}) {
 }
 
 /**
+ * Starts again one node (on `port`) of the Redis Cluster of `options.localDir`, after it
+ * was stopped or killed: it finds the cluster again from its nodes.conf (a master that
+ * lost its slots to its replica meanwhile comes back as that replica's replica). Nothing
+ * to do when it runs.
+ */
+export async function startLocalRedisClusterNode(port, options = {}) {
+  const s = settle({ ...options, redisMode: 'cluster' });
+  if (!s.redisClusterPorts.includes(port)) {
+    throw new Error(`port ${port} is not one of the cluster's (${s.redisClusterPorts.join(',')})`);
+  }
+  await withDirLock(s, () => startClusterNode(s, port));
+}
+
+/**
  * Starts the PostgreSQL and Redis of `options.localDir` (installing what is missing),
  * reusing them when they already run on these ports, and creates the `messaging` database.
  */

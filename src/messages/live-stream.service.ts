@@ -21,6 +21,18 @@ import { type LiveItem, SeqMerge } from './seq-merge.js';
  */
 const HOLD_MS = 500;
 
+/**
+ * How long a publish Redis refused is tried again. A Redis Cluster fails a killed master
+ * over to its replica within its node timeout and an election (about 7-9 s with a 5 s
+ * timeout); until then PUBLISH fails on the dead node. Receivers read a lost message back
+ * only once a later one of its conversation arrives, so the last ones sent in an outage
+ * would reach the connected devices of the other instances only at their next reconnect.
+ */
+const REPUBLISH_FOR_MS = 60_000;
+/** Between two tries of a refused publish (grows to REPUBLISH_MAX_DELAY_MS). */
+const REPUBLISH_DELAY_MS = 100;
+const REPUBLISH_MAX_DELAY_MS = 1_000;
+
 /** One live message as it crosses Redis: its origin, so an instance skips its own. */
 interface Envelope {
   origin: string;
@@ -47,6 +59,9 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
   private readonly channel: string;
   private readonly merge: SeqMerge;
   private subscriber?: RedisClient;
+  /** Retries of refused publishes, cleared at shutdown. */
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private closing = false;
 
   constructor(
     private readonly redis: RedisService,
@@ -77,6 +92,9 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.closing = true;
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
   }
 
@@ -88,10 +106,32 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     this.merge.accept({ message, userIds, previousAt });
     if (this.topology.alone) return;
     const envelope: Envelope = { origin: this.origin, message, userIds, previousAt };
-    // A lost publish is repaired by the receivers (the gap is read back once a later seq
-    // arrives) and by every device's queue.
-    this.redis.client.publish(this.channel, JSON.stringify(envelope)).catch((error: unknown) => {
-      this.logger.warn(`could not publish a live message: ${String(error)}`);
+    this.send(JSON.stringify(envelope), Date.now() + REPUBLISH_FOR_MS, REPUBLISH_DELAY_MS);
+  }
+
+  /**
+   * Publishes, trying again while Redis refuses (until `until`). A late copy is safe: the
+   * receivers' SeqMerge emits it in its place or drops it as late (its gap was read back
+   * from PostgreSQL when a later seq arrived), and a copy that reached Redis although the
+   * reply was lost is dropped the same way. A publish given up on is left to the device
+   * queues (get-unacked at the next connect).
+   */
+  private send(raw: string, until: number, delayMs: number): void {
+    this.redis.client.publish(this.channel, raw).catch((error: unknown) => {
+      if (this.closing) return;
+      if (delayMs === REPUBLISH_DELAY_MS) {
+        this.logger.warn(`could not publish a live message, retrying: ${String(error)}`);
+      }
+      if (Date.now() + delayMs > until) {
+        this.logger.warn(`gave up publishing a live message: ${String(error)}`);
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.retries.delete(timer);
+        this.send(raw, until, Math.min(delayMs * 2, REPUBLISH_MAX_DELAY_MS));
+      }, delayMs);
+      timer.unref();
+      this.retries.add(timer);
     });
   }
 
