@@ -32,6 +32,29 @@ const REPUBLISH_FOR_MS = 60_000;
 /** Between two tries of a refused publish (grows to REPUBLISH_MAX_DELAY_MS). */
 const REPUBLISH_DELAY_MS = 100;
 const REPUBLISH_MAX_DELAY_MS = 1_000;
+/**
+ * Publishes waiting for a retry at most (memory in a long outage: each holds its
+ * envelope); past it, new failures are left to the device queues.
+ */
+const MAX_RETRYING = 10_000;
+
+/** A spell of refused publishes, reported once at each end. */
+class PublishOutage {
+  givenUp = 0;
+
+  constructor(
+    private readonly logger: Logger,
+    error: unknown,
+  ) {
+    logger.warn(`live messages cannot be published, retrying: ${String(error)}`);
+  }
+
+  recovered(): void {
+    this.logger.warn(
+      `live messages are published again; ${this.givenUp} given up on (their devices have them in their queues)`,
+    );
+  }
+}
 
 /** One live message as it crosses Redis: its origin, so an instance skips its own. */
 interface Envelope {
@@ -61,6 +84,8 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
   private subscriber?: RedisClient;
   /** Retries of refused publishes, cleared at shutdown. */
   private readonly retries = new Set<NodeJS.Timeout>();
+  /** While publishes fail: one warning when it starts, one when it ends (not one per message). */
+  private outage?: PublishOutage;
   private closing = false;
 
   constructor(
@@ -117,22 +142,28 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
    * queues (get-unacked at the next connect).
    */
   private send(raw: string, until: number, delayMs: number): void {
-    this.redis.client.publish(this.channel, raw).catch((error: unknown) => {
-      if (this.closing) return;
-      if (delayMs === REPUBLISH_DELAY_MS) {
-        this.logger.warn(`could not publish a live message, retrying: ${String(error)}`);
-      }
-      if (Date.now() + delayMs > until) {
-        this.logger.warn(`gave up publishing a live message: ${String(error)}`);
-        return;
-      }
-      const timer = setTimeout(() => {
-        this.retries.delete(timer);
-        this.send(raw, until, Math.min(delayMs * 2, REPUBLISH_MAX_DELAY_MS));
-      }, delayMs);
-      timer.unref();
-      this.retries.add(timer);
-    });
+    this.redis.client.publish(this.channel, raw).then(
+      () => {
+        // The spell ends once nothing waits for a retry any more.
+        if (!this.outage || this.retries.size > 0) return;
+        this.outage.recovered();
+        this.outage = undefined;
+      },
+      (error: unknown) => {
+        if (this.closing) return;
+        this.outage ??= new PublishOutage(this.logger, error);
+        if (Date.now() + delayMs > until || this.retries.size >= MAX_RETRYING) {
+          this.outage.givenUp += 1;
+          return;
+        }
+        const timer = setTimeout(() => {
+          this.retries.delete(timer);
+          this.send(raw, until, Math.min(delayMs * 2, REPUBLISH_MAX_DELAY_MS));
+        }, delayMs);
+        timer.unref();
+        this.retries.add(timer);
+      },
+    );
   }
 
   private received(raw: string): void {

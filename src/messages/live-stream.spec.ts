@@ -54,6 +54,23 @@ describe('LiveStream publish', () => {
     expect(new Set(publish.mock.calls.map(([, raw]) => raw as string)).size, 'the same envelope each time').toBe(1);
   });
 
+  it('holds at most 10,000 publishes for a retry; failures past that are left to the queues', async () => {
+    // Real timers: the fake clock walks its timers one by one, too slowly for 10,000.
+    vi.useRealTimers();
+    publish.mockRejectedValue(new Error('redis down'));
+    for (let i = 0; i < 10_005; i++) stream.publish({ ...message, seq: i + 1 }, ['bob'], Date.now());
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(publish).toHaveBeenCalledTimes(10_005);
+    // The first retries (after 100 ms; the next come 200 ms later): one per publish held,
+    // none for the 5 past the cap.
+    const deadline = Date.now() + 5_000;
+    while (publish.mock.calls.length < 20_005 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(publish).toHaveBeenCalledTimes(20_005);
+    await stream.onApplicationShutdown();
+  });
+
   it('gives up after a minute, and stops retrying at shutdown', async () => {
     publish.mockRejectedValue(new Error('node down'));
     stream.publish(message, ['bob'], Date.now());
