@@ -10,7 +10,6 @@ import { dirname } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 
-import type { Message } from '@messaging-service/client';
 import { killRedisOf, processAlive, startLocalRedisClusterNode } from '../../scripts/local-services.mjs';
 import { OfflineQueueMetrics } from '../../src/offline-queue/offline-queue.metrics.js';
 import { slotOf } from '../../src/redis/redis-client.js';
@@ -18,6 +17,7 @@ import { startTestApp, type TestApp } from '../support/app.js';
 import {
   ClientPool,
   closedStates,
+  expectSendsResolvedInOrder,
   sendStream,
   storedMessages,
   waitFor,
@@ -196,25 +196,7 @@ describe('SIGKILL of a Redis Cluster master under load', () => {
       );
 
       // Every send resolved once, with its own message, in the order send() was called.
-      const sent = new Map<RecordingClient, Message[]>();
-      for (const [d, stream] of senders) {
-        await waitFor(
-          () => stream.resolved() === perSender,
-          () => `${perSender} sends resolved, ${stream.resolved()} are: ${d.describe()}`,
-          30_000,
-        );
-        const messages = await stream.all;
-        expect(
-          messages.map((m) => m.clientMsgId),
-          'each send resolves with its own message',
-        ).toEqual(stream.clientMsgIds);
-        const seqs = messages.map((m) => m.seq);
-        expect(
-          seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]),
-          `${names.get(d)}: seqs follow the order send() was called`,
-        ).toEqual([]);
-        sent.set(d, messages);
-      }
+      const sent = await expectSendsResolvedInOrder(senders, perSender, (client) => names.get(client));
       sent.get(devices[0])?.unshift(warmUp);
       const total = senders.length * perSender + 1;
       const allSent = [...sent.values()].flat();

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { Message } from '@messaging-service/client';
 import type { JoinData, PresencePayload } from '@messaging-service/client/protocol';
 import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import {
   ClientPool,
   closedStates,
+  expectSendsResolvedInOrder,
   sendsInFlight,
   sendStream,
   storedMessages,
@@ -153,25 +153,7 @@ describe('SIGKILL of one of three instances', () => {
     balancer.retarget([portOf(local.url), survivor.port]);
 
     // Every send resolved once, with its own message, in the order send() was called.
-    const sent = new Map<RecordingClient, Message[]>();
-    for (const [device, stream] of senders) {
-      await waitFor(
-        () => stream.resolved() === perSender,
-        () => `${perSender} sends resolved, ${stream.resolved()} are: ${device.describe()}`,
-        30_000,
-      );
-      const messages = await stream.all;
-      expect(
-        messages.map((m) => m.clientMsgId),
-        'each send resolves with its own message',
-      ).toEqual(stream.clientMsgIds);
-      const seqs = messages.map((m) => m.seq);
-      expect(
-        seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]),
-        `${names.get(device)}: seqs follow the order send() was called`,
-      ).toEqual([]);
-      sent.set(device, messages);
-    }
+    const sent = await expectSendsResolvedInOrder(senders, perSender, (client) => names.get(client));
     sent.get(onSurvivors[0])?.unshift(warmUp);
     const total = senders.length * perSender + 1;
     const allSent = [...sent.values()].flat();

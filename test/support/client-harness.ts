@@ -247,6 +247,37 @@ function missingSeqs(seqs: number[], count: number): number[] {
 }
 
 /**
+ * Every stream's `perSender` sends resolved, each with its own message, in the order
+ * send() was called (strictly increasing seqs). Returns each sender's messages.
+ */
+export async function expectSendsResolvedInOrder(
+  senders: Iterable<readonly [RecordingClient, SendStream]>,
+  perSender: number,
+  nameOf: (client: RecordingClient) => string | undefined,
+): Promise<Map<RecordingClient, Message[]>> {
+  const sent = new Map<RecordingClient, Message[]>();
+  for (const [device, stream] of senders) {
+    await waitFor(
+      () => stream.resolved() === perSender,
+      () => `${perSender} sends resolved, ${stream.resolved()} are: ${device.describe()}`,
+      30_000,
+    );
+    const messages = await stream.all;
+    expect(
+      messages.map((m) => m.clientMsgId),
+      'each send resolves with its own message',
+    ).toEqual(stream.clientMsgIds);
+    const seqs = messages.map((m) => m.seq);
+    expect(
+      seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]),
+      `${nameOf(device)}: seqs follow the order send() was called`,
+    ).toEqual([]);
+    sent.set(device, messages);
+  }
+  return sent;
+}
+
+/**
  * The outcome every scenario must reach: every one of A's sends resolved (within
  * `sendTimeoutMs`); B's 'message' listener saw each of them exactly once, by id and by
  * clientMsgId, in strictly increasing seq without gaps; the service stored each once;
