@@ -2,6 +2,8 @@ import { createECDH, generateKeyPairSync, randomBytes } from 'node:crypto';
 
 import { describe, expect, it } from 'vitest';
 
+import { generateVapidKeys } from '../../test/support/web-push-server.js';
+
 import { ConfigError, parseEnv } from './config.parser.js';
 
 const key = (bytes = 32) => randomBytes(bytes).toString('base64');
@@ -168,13 +170,8 @@ describe('configuration', () => {
         ...fields,
       });
     const vapid = () => {
-      const ecdh = createECDH('prime256v1');
-      ecdh.generateKeys();
-      return {
-        VAPID_PUBLIC_KEY: ecdh.getPublicKey().toString('base64url'),
-        VAPID_PRIVATE_KEY: ecdh.getPrivateKey().toString('base64url'),
-        VAPID_SUBJECT: 'mailto:ops@example.com',
-      };
+      const { publicKey, privateKey } = generateVapidKeys();
+      return { VAPID_PUBLIC_KEY: publicKey, VAPID_PRIVATE_KEY: privateKey, VAPID_SUBJECT: 'mailto:ops@example.com' };
     };
 
     it('leaves each provider off when its variables are unset', () => {
@@ -269,6 +266,18 @@ describe('configuration', () => {
       ]);
       expect(problemsOf({ ...valid, ...keys, VAPID_PUBLIC_KEY: vapid().VAPID_PUBLIC_KEY })).toEqual([
         'VAPID_PUBLIC_KEY: is not the public key of VAPID_PRIVATE_KEY',
+      ]);
+    });
+
+    it('takes a private key with a leading zero byte only at its full 32 bytes, as web-push does', () => {
+      // 1 key in 256 starts with a zero byte; Node's ECDH.getPrivateKey() then returns 31 bytes.
+      const scalar = Buffer.concat([Buffer.alloc(1), randomBytes(31)]);
+      const ecdh = createECDH('prime256v1');
+      ecdh.setPrivateKey(scalar);
+      const keys = { ...vapid(), VAPID_PUBLIC_KEY: ecdh.getPublicKey().toString('base64url') };
+      expect(parseEnv({ ...valid, ...keys, VAPID_PRIVATE_KEY: scalar.toString('base64url') }).webPush).toBeDefined();
+      expect(problemsOf({ ...valid, ...keys, VAPID_PRIVATE_KEY: scalar.subarray(1).toString('base64url') })).toEqual([
+        expect.stringMatching(/^VAPID_PRIVATE_KEY: must be base64url of a P-256 private key \(32 bytes\)/),
       ]);
     });
   });

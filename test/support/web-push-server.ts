@@ -130,11 +130,24 @@ async function checkVapid(
   }
 }
 
+/**
+ * A VAPID key pair as `web-push generate-vapid-keys` prints it. Node's `ECDH.getPrivateKey()`
+ * drops leading zero bytes (1 key in 256 comes out 31 bytes long), and web-push refuses a private
+ * key that is not 32 bytes, so it is padded here the way web-push pads it.
+ */
+export function generateVapidKeys(): { publicKey: string; privateKey: string } {
+  const ecdh = createECDH('prime256v1');
+  ecdh.generateKeys();
+  const privateKey = Buffer.alloc(32);
+  const raw = ecdh.getPrivateKey();
+  raw.copy(privateKey, 32 - raw.length);
+  return { publicKey: ecdh.getPublicKey().toString('base64url'), privateKey: privateKey.toString('base64url') };
+}
+
 export async function startFakeWebPush(): Promise<FakeWebPush> {
   const tls = await selfSignedCertificate();
-  const vapid = createECDH('prime256v1');
-  vapid.generateKeys();
-  const vapidPublicKey = vapid.getPublicKey().toString('base64url');
+  const vapid = generateVapidKeys();
+  const vapidPublicKey = vapid.publicKey;
   const browsers = new Map<string, { ecdh: ECDH; auth: Buffer }>();
   const scripts = new Map<string, WebPushReply[]>();
   const pushes: RecordedWebPush[] = [];
@@ -203,7 +216,7 @@ export async function startFakeWebPush(): Promise<FakeWebPush> {
     cert: tls.cert,
     env: {
       VAPID_PUBLIC_KEY: vapidPublicKey,
-      VAPID_PRIVATE_KEY: vapid.getPrivateKey().toString('base64url'),
+      VAPID_PRIVATE_KEY: vapid.privateKey,
       VAPID_SUBJECT: VAPID_TEST_SUBJECT,
     },
     pushes,
