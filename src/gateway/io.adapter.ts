@@ -9,6 +9,7 @@ import type { AppConfig } from '../config/app-config.js';
 import { IoAdapterWithoutIdleBindings } from '../platform/nest-io-bind-handlers.js';
 import { skipRedisWhenAlone } from '../platform/redis-adapter-local-when-alone.js';
 import { publishSafely } from '../platform/redis-adapter-publish-safely.js';
+import { countServersWith } from '../platform/redis-adapter-server-count.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
 import type { InstanceTopology } from '../redis/instance-topology.service.js';
 import type { RedisClient } from '../redis/redis-client.js';
@@ -72,7 +73,12 @@ export class AppIoAdapter extends IoAdapterWithoutIdleBindings {
     for (const client of [pub, sub]) client.on('error', () => undefined);
     this.clients.push(pub, sub);
     const prefix = `sio:${this.redis.channelDb}`;
-    server.adapter(skipRedisWhenAlone(createAdapter(publishSafely(pub), sub, { key: prefix }), this.topology));
+    const counted = countServersWith(
+      createAdapter(publishSafely(pub), sub, { key: prefix }),
+      prefix,
+      async (channel) => (await this.redis.census.count([channel]))[0],
+    );
+    server.adapter(skipRedisWhenAlone(counted, this.topology));
     return server;
   }
 

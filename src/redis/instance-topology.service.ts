@@ -8,7 +8,7 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { cacheChannelOf, instancesChannelOf } from './channels.js';
-import { serversOf, type RedisClient } from './redis-client.js';
+import type { RedisClient } from './redis-client.js';
 import { RedisService } from './redis.service.js';
 
 const REFRESH_MS = 2_000;
@@ -113,18 +113,8 @@ export class InstanceTopology implements OnModuleInit, OnApplicationBootstrap, O
     try {
       // The cache channel too: an instance of an older version (a rolling deploy) listens
       // there only, and must still count.
-      // In a cluster each node counts its own subscribers only: the sum is the whole count.
-      const servers = serversOf(this.redis.client);
-      // A cluster client lists its nodes once connected: none known, no count.
-      if (servers.length === 0) throw new Error('no Redis node known yet');
-      const replies = await Promise.all(
-        servers.map(
-          async (server) =>
-            (await server.pubsub('NUMSUB', this.channel, cacheChannelOf(this.db))) as (string | number)[],
-        ),
-      );
-      const sum = (index: number) => replies.reduce((total, reply) => total + Number(reply[index]), 0);
-      alone = sum(1) <= 1 && sum(3) <= 1;
+      const [instances, olderInstances] = await this.redis.census.count([this.channel, cacheChannelOf(this.db)]);
+      alone = instances <= 1 && olderInstances <= 1;
     } catch {
       alone = false;
     }

@@ -54,10 +54,5 @@ export function databaseOf(client: RedisClient): number {
   return client instanceof Cluster ? 0 : (client.options.db ?? 0);
 }
 
-/** Every server behind the client: the one, or each node of the cluster (masters and replicas). */
-export function serversOf(client: RedisClient): Redis[] {
-  return client instanceof Cluster ? client.nodes('all') : [client];
-}
-
 /** The hash slot of a key (its `{hash tag}` when it has one), as Redis Cluster computes it. */
 export const slotOf = (key: string): number => calculateSlot(key);

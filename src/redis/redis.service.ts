@@ -4,6 +4,7 @@ import { Cluster, Redis } from 'ioredis';
 import { AppConfig } from '../config/app-config.js';
 import { observeSubscribePromises } from '../platform/ioredis-subscribe-promises.js';
 import { coalesceWrites } from '../platform/write-coalescing.js';
+import { PubSubCensus } from './pubsub-census.js';
 import { connectRedis, databaseOf, type RedisClient } from './redis-client.js';
 
 /**
@@ -22,6 +23,8 @@ export class RedisService implements OnApplicationShutdown {
   private readonly logger = new Logger(RedisService.name);
   readonly client: RedisClient;
   readonly mode: 'single' | 'cluster';
+  /** Subscribers per channel over every server (see PubSubCensus). */
+  readonly census: PubSubCensus;
 
   constructor(config: AppConfig) {
     this.mode = config.redisMode === 'cluster' ? 'cluster' : 'single';
@@ -33,6 +36,7 @@ export class RedisService implements OnApplicationShutdown {
       // No auto-pipelining: it gained ~10% on the bench, but when the connection drops
       // ioredis can reject its internal pipeline's commands unhandled.
     });
+    this.census = new PubSubCensus(this.client);
     const client = this.client;
     if (client instanceof Redis) client.on('connect', () => coalesceWrites(client.stream));
     this.client.on('error', (error: Error) => {
@@ -54,6 +58,7 @@ export class RedisService implements OnApplicationShutdown {
 
   /** After the drain and the servers (see PrismaService): nothing in flight still needs it. */
   async onApplicationShutdown(): Promise<void> {
+    this.census.close();
     await this.client.quit().catch(() => this.client.disconnect());
   }
 }

@@ -3,63 +3,17 @@
 // loss): the clients follow the new masters, and live messages keep crossing between the
 // instances (with the sharded Socket.IO adapter they stopped in about one run in three:
 // see src/gateway/io.adapter.ts).
-import { Cluster, Redis } from 'ioredis';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 
 import { startTestApp } from '../support/app.js';
 import { connect, dataOf, type TestClient } from '../support/clients.js';
 import { createConversation, userId } from '../support/fixtures.js';
+import { RedisClusterAdmin } from '../support/redis-cluster-admin.js';
 
-const admin = new Cluster(
-  inject('TEST_REDIS_URL')
-    .split(',')
-    .map((url) => ({ host: new URL(url).hostname, port: Number(new URL(url).port) })),
-);
+const cluster = new RedisClusterAdmin(inject('TEST_REDIS_URL'));
 
-const opened: Redis[] = [];
-
-afterAll(async () => {
-  for (const client of opened) client.disconnect();
-  await admin.quit().catch(() => admin.disconnect());
-});
-
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** Every replica takes over its master's slots; resolves once the cluster is ok again. */
-async function failEveryMasterOver(): Promise<void> {
-  await admin.ping();
-  // The Cluster client connects to masters only: reach the replicas by CLUSTER NODES.
-  const nodes = ((await admin.nodes('master')[0].call('CLUSTER', 'NODES')) as string).trim().split('\n');
-  const replicas = nodes
-    .filter((line) => line.split(' ')[2].includes('slave'))
-    .map((line) => {
-      const [host, port] = line.split(' ')[1].split('@')[0].split(':');
-      return new Redis({ host, port: Number(port), lazyConnect: true });
-    });
-  opened.push(...replicas);
-  expect(replicas).toHaveLength(3);
-  for (const replica of replicas) await replica.cluster('FAILOVER');
-  await until(
-    async () =>
-      (await Promise.all(replicas.map((replica) => replica.info('replication')))).every((info) =>
-        info.includes('role:master'),
-      ),
-    'the replicas to become masters',
-  );
-  await until(
-    async () =>
-      (await Promise.all(replicas.map((node) => node.cluster('INFO')))).every((info) =>
-        info.includes('cluster_state:ok'),
-      ),
-    'cluster_state ok',
-  );
-}
+beforeAll(() => cluster.waitHealthy('the Redis Cluster to be healthy before the failovers'));
+afterAll(() => cluster.close());
 
 describe('a failover of every master', () => {
   it('keeps live delivery between instances and the offline queue working', async () => {
@@ -79,7 +33,7 @@ describe('a failover of every master', () => {
       dataOf(await a.request('send', { conversationId, clientMsgId: 'before', body: 'before' }));
       expect((await b.waitForMessages(1))[0]).toMatchObject({ clientMsgId: 'before' });
 
-      await failEveryMasterOver();
+      await cluster.failEveryMasterOver();
 
       // Each send is acked once stored; the live copy crosses to the other instance through
       // the Socket.IO adapter's pub/sub. A send during the switch may fail: retried.

@@ -7,7 +7,6 @@
 // asynchronous): the service audits it against PostgreSQL when the device connects.
 import { dirname } from 'node:path';
 
-import { Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 
 import { killRedisOf, processAlive, startLocalRedisClusterNode } from '../../scripts/local-services.mjs';
@@ -25,87 +24,23 @@ import {
   type SendStream,
 } from '../support/client-harness.js';
 import { createConversation, userId } from '../support/fixtures.js';
+import { RedisClusterAdmin } from '../support/redis-cluster-admin.js';
 
-const ports = inject('TEST_REDIS_URL')
-  .split(',')
-  .map((url) => Number(new URL(url).port));
-const admin = new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })));
-const direct = new Map<number, Redis>();
-
-/** A plain connection to one node (the Cluster client reaches masters only). */
-function node(port: number): Redis {
-  let connection = direct.get(port);
-  if (connection === undefined) {
-    connection = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, retryStrategy: () => 200 });
-    connection.on('error', () => undefined); // the killed node refuses until it is back
-    direct.set(port, connection);
-  }
-  return connection;
-}
-
-interface ClusterNode {
-  id: string;
-  port: number;
-  master: boolean;
-  /** The id of its master (replicas), '-' for a master. */
-  masterId: string;
-  connected: boolean;
-  /** Slot ranges, as [first, last]. */
-  slots: [number, number][];
-}
-
-/** CLUSTER NODES as one node on `port` sees them. */
-async function clusterNodes(port: number): Promise<ClusterNode[]> {
-  const text = (await node(port).call('CLUSTER', 'NODES')) as string;
-  return text
-    .trim()
-    .split('\n')
-    .map((line) => {
-      const [id, address, flags, masterId, , , , link, ...slots] = line.split(' ');
-      return {
-        id,
-        port: Number(address.split('@')[0].split(':')[1]),
-        master: flags.split(',').includes('master'),
-        masterId,
-        connected: link === 'connected' && !flags.includes('fail'),
-        slots: slots
-          .filter((range) => !range.startsWith('['))
-          .map((range) => range.split('-').map(Number))
-          .map(([first, last]) => [first, last ?? first]),
-      };
-    });
-}
-
-/**
- * Every node answers with cluster_state:ok and sees three connected masters that own all
- * the slots, each with one connected replica.
- */
-async function clusterHealthy(): Promise<boolean> {
-  for (const port of ports) {
-    if (!(await node(port).cluster('INFO')).includes('cluster_state:ok')) return false;
-    const nodes = await clusterNodes(port);
-    const masters = nodes.filter((n) => n.master && n.connected && n.slots.length > 0);
-    if (masters.length !== 3 || nodes.length !== 6 || !nodes.every((n) => n.connected)) return false;
-    for (const master of masters) {
-      if (nodes.filter((n) => !n.master && n.masterId === master.id).length !== 1) return false;
-    }
-  }
-  return true;
-}
+const cluster = new RedisClusterAdmin(inject('TEST_REDIS_URL'));
+const { ports } = cluster;
 
 let restartVictim: (() => Promise<void>) | undefined;
 
 afterAll(async () => {
   // A failed run must not leave the next files a cluster without a node.
   await restartVictim?.();
-  await waitFor(() => clusterHealthy().catch(() => false), 'the cluster to be healthy again', 30_000);
-  for (const connection of direct.values()) connection.disconnect();
-  await admin.quit().catch(() => admin.disconnect());
+  await cluster.waitHealthy('the cluster to be healthy again');
+  cluster.close();
 });
 
 describe('SIGKILL of a Redis Cluster master under load', () => {
   it('loses nothing: every send resolves once, every device gets every message once in order, an offline device gets all from its rebuilt queue', async () => {
-    expect(await clusterHealthy(), 'the cluster before the drill').toBe(true);
+    await cluster.waitHealthy('the cluster to be healthy before the drill');
     const first: TestApp = await startTestApp();
     const second: TestApp = await startTestApp({ DATABASE_URL: first.databaseUrl, REDIS_URL: first.redisUrl });
     const pool = new ClientPool();
@@ -141,14 +76,14 @@ describe('SIGKILL of a Redis Cluster master under load', () => {
 
       // The victim: the master holding the offline device's queue (OfflineQueueRepository's hash tag).
       const slot = slotOf(`mq:{${q}\u0000${offlineDeviceId}}`);
-      const before = await clusterNodes(ports[0]);
+      const before = await cluster.nodes(ports[0]);
       const victim = before.find((n) => n.master && n.slots.some(([lo, hi]) => slot >= lo && slot <= hi));
       expect(victim, `the master of slot ${slot}`).toBeDefined();
       const replica = before.find((n) => n.masterId === victim?.id);
       expect(replica, "the victim's replica").toBeDefined();
       const victimPort = victim?.port ?? 0;
       const replicaPort = replica?.port ?? 0;
-      const victimDir = (await node(victimPort).config('GET', 'dir'))[1];
+      const victimDir = await cluster.dirOf(victimPort);
       // <localDir>/redis-cluster/<port> (scripts/local-services.mjs)
       const localDir = dirname(dirname(victimDir));
       restartVictim = () => startLocalRedisClusterNode(victimPort, { localDir, redisClusterPorts: ports });
@@ -176,7 +111,8 @@ describe('SIGKILL of a Redis Cluster master under load', () => {
       await waitFor(
         async () =>
           (
-            await node(replicaPort)
+            await cluster
+              .node(replicaPort)
               .info('replication')
               .catch(() => '')
           ).includes('role:master'),
@@ -185,9 +121,9 @@ describe('SIGKILL of a Redis Cluster master under load', () => {
       );
       const promotedMs = performance.now() - killedAt;
       await restartVictim();
-      await waitFor(() => clusterHealthy().catch(() => false), 'the cluster to be healthy again', 30_000);
+      await cluster.waitHealthy('the cluster to be healthy again');
       expect(
-        (await clusterNodes(replicaPort)).find((n) => n.port === victimPort)?.masterId,
+        (await cluster.nodes(replicaPort)).find((n) => n.port === victimPort)?.masterId,
         'the killed node rejoined as a replica of the promoted one',
       ).toBe(replica?.id);
       const healedMs = performance.now() - killedAt;
