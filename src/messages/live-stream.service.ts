@@ -38,6 +38,18 @@ const REPUBLISH_MAX_DELAY_MS = 1_000;
  */
 const MAX_RETRYING = 10_000;
 
+/**
+ * Every TIPS_INTERVAL_MS an instance that published live messages tells the others the
+ * latest seq it published per conversation within the last TIPS_WINDOW_MS. A receiver
+ * that missed a publish (its subscriber reconnecting, a publish given up on) learns of the
+ * gap without waiting for a later message of the conversation, and reads it back. The
+ * window spans several summaries, so a missed summary is covered by the next ones.
+ */
+const TIPS_INTERVAL_MS = 1_000;
+const TIPS_WINDOW_MS = 5_000;
+/** Conversations per summary at most (the most recently published). */
+const MAX_TIPS = 5_000;
+
 /** A spell of refused publishes, reported once at each end. */
 class PublishOutage {
   givenUp = 0;
@@ -64,6 +76,12 @@ interface Envelope {
   previousAt: number;
 }
 
+/** An instance's summary of what it published lately: [conversationId, latest seq]. */
+interface Tips {
+  origin: string;
+  tips: [string, number][];
+}
+
 /**
  * Live messages from whichever instance stored them to the sockets of every instance, in
  * seq order per conversation (PROTOCOL.md §2, with any number of instances).
@@ -87,6 +105,11 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
   /** While publishes fail: one warning when it starts, one when it ends (not one per message). */
   private outage?: PublishOutage;
   private closing = false;
+  /** Conversations this instance published to lately, oldest first: latest seq and when. */
+  private readonly published = new Map<string, { seq: number; at: number }>();
+  private tipsTimer?: NodeJS.Timeout;
+  /** Until then, summaries may list what went out before this instance listened. */
+  private listeningSince = Infinity;
 
   constructor(
     private readonly redis: RedisService,
@@ -114,10 +137,14 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     await this.subscriber.subscribe(this.channel).catch((error: unknown) => {
       this.logger.warn(`live message channel unavailable for now: ${String(error)}`);
     });
+    this.listeningSince = Date.now();
+    this.tipsTimer = setInterval(() => this.sendTips(), TIPS_INTERVAL_MS);
+    this.tipsTimer.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
     this.closing = true;
+    clearInterval(this.tipsTimer);
     for (const timer of this.retries) clearTimeout(timer);
     this.retries.clear();
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
@@ -129,6 +156,14 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
    */
   publish(message: WireMessage, userIds: string[], previousAt: number): void {
     this.merge.accept({ message, userIds, previousAt });
+    // Noted even while alone: if that was a wrong count, the summaries repair it.
+    const { conversationId, seq } = message;
+    const latest = this.published.get(conversationId);
+    if (latest === undefined || latest.seq < seq) {
+      // Re-inserted: the map stays in order of publishing, oldest first.
+      this.published.delete(conversationId);
+      this.published.set(conversationId, { seq, at: Date.now() });
+    }
     if (this.topology.alone) return;
     const envelope: Envelope = { origin: this.origin, message, userIds, previousAt };
     this.send(JSON.stringify(envelope), Date.now() + REPUBLISH_FOR_MS, REPUBLISH_DELAY_MS);
@@ -166,15 +201,38 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     );
   }
 
+  /** The latest seqs published within TIPS_WINDOW_MS, to the other instances. */
+  private sendTips(): void {
+    const since = Date.now() - TIPS_WINDOW_MS;
+    for (const [conversationId, { at }] of this.published) {
+      if (at >= since) break;
+      this.published.delete(conversationId);
+    }
+    if (this.published.size === 0 || this.topology.alone) return;
+    const tips: [string, number][] = [];
+    for (const [conversationId, { seq }] of this.published) tips.push([conversationId, seq]);
+    const summary: Tips = { origin: this.origin, tips: tips.slice(-MAX_TIPS) };
+    // Not retried: the next summaries cover the same window.
+    this.redis.client.publish(this.channel, JSON.stringify(summary)).catch(() => undefined);
+  }
+
   private received(raw: string): void {
-    let envelope: Envelope;
+    let envelope: Envelope | Tips;
     try {
-      envelope = JSON.parse(raw) as Envelope;
+      envelope = JSON.parse(raw) as Envelope | Tips;
     } catch {
       this.logger.warn('ignored a malformed live message');
       return;
     }
     if (envelope.origin === this.origin) return;
+    if ('tips' in envelope) {
+      // Conversations first heard of here are skipped while the window may hold what
+      // was published before this instance listened (its sockets have that through
+      // their queues).
+      const knownOnly = Date.now() < this.listeningSince + TIPS_WINDOW_MS;
+      for (const [conversationId, seq] of envelope.tips) this.merge.expectStored(conversationId, seq, knownOnly);
+      return;
+    }
     this.merge.accept({
       message: envelope.message,
       userIds: envelope.userIds,

@@ -179,6 +179,79 @@ describe('SeqMerge', () => {
     expect(emitted).toEqual([42]);
   });
 
+  describe('expectStored (another instance says what it stored)', () => {
+    it('reads back a lost last message after the hold, with no later one to reveal it', async () => {
+      merge.accept(item(1));
+      merge.accept(item(2));
+      stored.set(3, item(3));
+      merge.expectStored(CONVERSATION, 3);
+      await vi.advanceTimersByTimeAsync(HOLD - 1);
+      expect(emitted).toEqual([1, 2]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(fills).toEqual([[2, 4]]);
+      expect(emitted).toEqual([1, 2, 3]);
+      expect(events.filled).toBe(1);
+      merge.accept(item(3));
+      merge.accept(item(4));
+      expect(emitted).toEqual([1, 2, 3, 4]);
+      expect(events.late).toBe(1);
+    });
+
+    it('waits for the live copy within the hold and reads nothing', async () => {
+      merge.accept(item(1));
+      merge.expectStored(CONVERSATION, 3);
+      merge.accept(item(2));
+      merge.accept(item(3));
+      await vi.advanceTimersByTimeAsync(HOLD * 3);
+      expect(emitted).toEqual([1, 2, 3]);
+      expect(fills).toEqual([]);
+    });
+
+    it('ignores what already went out here', async () => {
+      for (let seq = 1; seq <= 3; seq++) merge.accept(item(seq));
+      merge.expectStored(CONVERSATION, 2);
+      merge.expectStored(CONVERSATION, 3);
+      await vi.advanceTimersByTimeAsync(HOLD * 3);
+      expect(fills).toEqual([]);
+      expect(merge.waiting).toBe(0);
+    });
+
+    it('reads the gap and the tip together, behind what waits', async () => {
+      merge.accept(item(1));
+      merge.accept(item(3));
+      for (const seq of [2, 4, 5]) stored.set(seq, item(seq));
+      merge.expectStored(CONVERSATION, 5);
+      await vi.advanceTimersByTimeAsync(HOLD);
+      expect(fills).toEqual([[1, 6]]);
+      expect(emitted).toEqual([1, 2, 3, 4, 5]);
+    });
+
+    it('sends only the tip of a conversation unknown here, and nothing when told to skip those', async () => {
+      const other = '0d1e2f30-4a5b-4c6d-8e9f-a0b1c2d3e4f5';
+      stored.set(7, item(7, 0, other));
+      merge.expectStored(other, 7, true);
+      await vi.advanceTimersByTimeAsync(HOLD * 2);
+      expect(fills).toEqual([]);
+      merge.expectStored(other, 7);
+      await vi.advanceTimersByTimeAsync(HOLD);
+      expect(fills).toEqual([[6, 8]]);
+      expect(emitted).toEqual([7]);
+      merge.accept(item(8, 0, other));
+      expect(emitted).toEqual([7, 8]);
+    });
+
+    it('skips the tip when storage fails, and goes on from after it', async () => {
+      merge.accept(item(1));
+      failFill = true;
+      merge.expectStored(CONVERSATION, 2);
+      await vi.advanceTimersByTimeAsync(HOLD);
+      expect(emitted).toEqual([1]);
+      expect(events.skipped).toBe(1);
+      merge.accept(item(3));
+      expect(emitted).toEqual([1, 3]);
+    });
+  });
+
   it('keeps conversations apart', () => {
     const other = '9d1e2f3a-0000-4000-8000-000000000001';
     merge.accept(item(1));

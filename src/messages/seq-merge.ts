@@ -53,6 +53,8 @@ interface Line {
   /** The seq to emit next; null until the first one this instance sees is settled. */
   next: number | null;
   pending: Map<number, LiveItem>;
+  /** The highest seq known to be stored (`expectStored`), 0 if none: waited for like a pending one. */
+  tip: number;
   /** When waiting gives up: the baseline is taken, or the gap is read back. */
   deadline: number;
   timer?: NodeJS.Timeout;
@@ -70,6 +72,9 @@ interface Line {
  *   storage (every seq below a stored one is committed: seqs are assigned under the
  *   conversation's lock) and emitted in order. A lower seq arriving after that is `late`
  *   and dropped here: it already went out, or its devices have it in their queues.
+ * - A seq known to be stored without its message (`expectStored`: another instance's
+ *   summary of what it published) is waited for like a later seq, then read back: so a
+ *   lost last message of a burst still goes out, without a later one to reveal the gap.
  * - The first seq of a conversation seen here (or seen again after it went idle) has no
  *   known predecessor. If that predecessor was committed `holdMs` or more before this
  *   one, it went out long before and this one is next; if less, it may still be in
@@ -96,7 +101,14 @@ export class SeqMerge {
         this.idle.set(conversationId, seq + 1);
         return;
       }
-      line = { conversationId, next, pending: new Map(), deadline: this.deadlineOf(item, next), filling: false };
+      line = {
+        conversationId,
+        next,
+        pending: new Map(),
+        tip: 0,
+        deadline: this.deadlineOf(item, next),
+        filling: false,
+      };
       this.lines.set(conversationId, line);
       this.idle.delete(conversationId);
       this.observe('held', 1);
@@ -104,6 +116,35 @@ export class SeqMerge {
       return this.observe('late', 1);
     }
     line.pending.set(seq, item);
+    this.advance(line);
+  }
+
+  /**
+   * `seq` of the conversation is stored: if it has not gone out here, it is awaited for
+   * `holdMs` (its live copy may still be on its way), then read back with whatever it
+   * is missing. `knownOnly`: ignore it for a conversation this instance has no place in
+   * (one that just started listens to summaries of what went out before it listened).
+   */
+  expectStored(conversationId: string, seq: number, knownOnly = false): void {
+    let line = this.lines.get(conversationId);
+    if (!line) {
+      const next = this.idle.get(conversationId) ?? null;
+      if ((next === null && knownOnly) || (next !== null && seq < next)) return;
+      line = {
+        conversationId,
+        next,
+        pending: new Map(),
+        tip: 0,
+        deadline: this.now() + this.options.holdMs,
+        filling: false,
+      };
+      this.lines.set(conversationId, line);
+      this.idle.delete(conversationId);
+    } else if (line.next !== null && seq < line.next) {
+      return;
+    }
+    if (seq <= line.tip) return;
+    line.tip = seq;
     this.advance(line);
   }
 
@@ -136,7 +177,7 @@ export class SeqMerge {
   }
 
   private advance(line: Line): void {
-    if (line.next === null) {
+    if (line.next === null && line.pending.size > 0) {
       const lowest = lowestOf(line.pending);
       const baseline = this.baselineOf(line.pending.get(lowest) as LiveItem);
       if (baseline !== null) line.next = baseline;
@@ -151,7 +192,7 @@ export class SeqMerge {
         sent += 1;
       }
     }
-    if (line.pending.size === 0) {
+    if (line.pending.size === 0 && line.next !== null && line.next > line.tip) {
       clearTimeout(line.timer);
       this.lines.delete(line.conversationId);
       if (line.next !== null) this.idle.set(line.conversationId, line.next);
@@ -169,19 +210,21 @@ export class SeqMerge {
   private expire(line: Line): void {
     line.timer = undefined;
     if (this.lines.get(line.conversationId) !== line) return;
-    const lowest = lowestOf(line.pending);
     if (line.next === null) {
-      line.next = lowest;
-      return this.advance(line);
+      // Nothing known here before the tip: it is the first (what came before went out
+      // before this instance listened, or is in the devices' queues).
+      line.next = line.pending.size > 0 ? lowestOf(line.pending) : line.tip;
+      if (line.pending.has(line.next)) return this.advance(line);
     }
-    // Every gap up to the highest waiting seq in one read: all of it is committed, and
-    // what is still in flight would only arrive later than storage answers.
-    const highest = highestOf(line.pending);
-    const after = Math.max(line.next - 1, highest - 1 - MAX_FILL);
+    // Every gap up to the highest waiting seq (or the tip, itself included) in one read:
+    // all of it is committed, and what is still in flight would only arrive later than
+    // storage answers.
+    const upTo = Math.max(highestOf(line.pending), line.tip + 1);
+    const after = Math.max(line.next - 1, upTo - 1 - MAX_FILL);
     line.filling = true;
-    this.options.fill(line.conversationId, after, highest).then(
-      (items) => this.filled(line, items, highest),
-      () => this.filled(line, [], highest),
+    this.options.fill(line.conversationId, after, upTo).then(
+      (items) => this.filled(line, items, upTo),
+      () => this.filled(line, [], upTo),
     );
   }
 
