@@ -5,7 +5,7 @@ import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } fro
 import { MembershipService } from '../conversations/membership.service.js';
 import { MessageStore } from '../message-store/message-store.service.js';
 import { RealtimeService } from '../realtime/realtime.service.js';
-import { liveChannelOf } from '../redis/channels.js';
+import { liveChannelOf, liveTipsChannelOf } from '../redis/channels.js';
 import { InstanceTopology } from '../redis/instance-topology.service.js';
 import type { RedisClient } from '../redis/redis-client.js';
 import { RedisService } from '../redis/redis.service.js';
@@ -98,6 +98,7 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(LiveStream.name);
   private readonly origin = randomUUID();
   private readonly channel: string;
+  private readonly tipsChannel: string;
   private readonly merge: SeqMerge;
   private subscriber?: RedisClient;
   /** Retries of refused publishes, cleared at shutdown. */
@@ -120,6 +121,7 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     metrics: MessagingMetrics,
   ) {
     this.channel = liveChannelOf(redis.channelDb);
+    this.tipsChannel = liveTipsChannelOf(redis.channelDb);
     this.merge = new SeqMerge({
       holdMs: HOLD_MS,
       emit: (item) => this.realtime.emitMessageHere(item.userIds, item.message),
@@ -133,8 +135,8 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     // so no other instance starts publishing to it before it listens.
     this.subscriber = this.redis.duplicate();
     this.subscriber.on('error', () => undefined);
-    this.subscriber.on('message', (_channel: string, raw: string) => this.received(raw));
-    await this.subscriber.subscribe(this.channel).catch((error: unknown) => {
+    this.subscriber.on('message', (channel: string, raw: string) => this.received(channel, raw));
+    await this.subscriber.subscribe(this.channel, this.tipsChannel).catch((error: unknown) => {
       this.logger.warn(`live message channel unavailable for now: ${String(error)}`);
     });
     this.listeningSince = Date.now();
@@ -213,31 +215,30 @@ export class LiveStream implements OnModuleInit, OnApplicationShutdown {
     for (const [conversationId, { seq }] of this.published) tips.push([conversationId, seq]);
     const summary: Tips = { origin: this.origin, tips: tips.slice(-MAX_TIPS) };
     // Not retried: the next summaries cover the same window.
-    this.redis.client.publish(this.channel, JSON.stringify(summary)).catch(() => undefined);
+    this.redis.client.publish(this.tipsChannel, JSON.stringify(summary)).catch(() => undefined);
   }
 
-  private received(raw: string): void {
+  private received(channel: string, raw: string): void {
     let envelope: Envelope | Tips;
     try {
       envelope = JSON.parse(raw) as Envelope | Tips;
+      if (envelope.origin === this.origin) return;
+      if (channel === this.tipsChannel) {
+        // Conversations first heard of here are skipped while the window may hold what
+        // was published before this instance listened (its sockets have that through
+        // their queues).
+        const knownOnly = Date.now() < this.listeningSince + TIPS_WINDOW_MS;
+        for (const [conversationId, seq] of (envelope as Tips).tips) {
+          this.merge.expectStored(conversationId, seq, knownOnly);
+        }
+        return;
+      }
+      const { message, userIds, previousAt } = envelope as Envelope;
+      this.merge.accept({ message, userIds, previousAt });
     } catch {
-      this.logger.warn('ignored a malformed live message');
-      return;
+      // A subscriber's handler must not throw (nothing would catch it).
+      this.logger.warn(`ignored a malformed payload on ${channel}`);
     }
-    if (envelope.origin === this.origin) return;
-    if ('tips' in envelope) {
-      // Conversations first heard of here are skipped while the window may hold what
-      // was published before this instance listened (its sockets have that through
-      // their queues).
-      const knownOnly = Date.now() < this.listeningSince + TIPS_WINDOW_MS;
-      for (const [conversationId, seq] of envelope.tips) this.merge.expectStored(conversationId, seq, knownOnly);
-      return;
-    }
-    this.merge.accept({
-      message: envelope.message,
-      userIds: envelope.userIds,
-      previousAt: envelope.previousAt,
-    });
   }
 
   /** The stored messages of a gap, to the conversation's current members. */

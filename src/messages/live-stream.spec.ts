@@ -1,3 +1,5 @@
+import { EventEmitter } from 'node:events';
+
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import type { WireMessage } from '@messaging-service/client/protocol';
@@ -85,5 +87,75 @@ describe('LiveStream publish', () => {
     await stream.onApplicationShutdown();
     await vi.advanceTimersByTimeAsync(10_000);
     expect(publish).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe('LiveStream summaries of what it published', () => {
+  let publish: ReturnType<typeof vi.fn>;
+  let subscriber: EventEmitter & { subscribe: ReturnType<typeof vi.fn>; quit: () => Promise<void> };
+  let stream: LiveStream;
+  const fills: [string, number, number][] = [];
+
+  beforeEach(async () => {
+    vi.useFakeTimers();
+    publish = vi.fn().mockResolvedValue(1);
+    subscriber = Object.assign(new EventEmitter(), {
+      subscribe: vi.fn().mockResolvedValue(2),
+      quit: () => Promise.resolve(),
+    });
+    const redis = { channelDb: 3, client: { publish }, duplicate: () => subscriber } as unknown as RedisService;
+    stream = new LiveStream(
+      redis,
+      { alone: false } as InstanceTopology,
+      { emitMessageHere: () => undefined } as unknown as RealtimeService,
+      {
+        page: (conversationId: string, { afterSeq, beforeSeq }: { afterSeq: number; beforeSeq: number }) => {
+          fills.push([conversationId, afterSeq, beforeSeq]);
+          return Promise.resolve({ messages: [] });
+        },
+      } as unknown as MessageStore,
+      { memberIds: () => Promise.resolve(['bob']) } as unknown as MembershipService,
+      { liveReordered: { inc: () => undefined } } as unknown as MessagingMetrics,
+    );
+    await stream.onModuleInit();
+  });
+
+  afterEach(async () => {
+    await stream.onApplicationShutdown();
+    fills.length = 0;
+    vi.useRealTimers();
+  });
+
+  const tipsSent = () =>
+    publish.mock.calls
+      .filter(([channel]) => channel === 'live:tips:3')
+      .map(([, raw]) => (JSON.parse(raw as string) as { tips: [string, number][] }).tips);
+
+  it('sends the latest seq per conversation every second, for the last five seconds', async () => {
+    expect(subscriber.subscribe).toHaveBeenCalledWith('live:messages:3', 'live:tips:3');
+    stream.publish(message, ['bob'], Date.now());
+    stream.publish({ ...message, id: 'm-2', seq: 2 }, ['bob'], Date.now());
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(tipsSent()).toEqual([[[message.conversationId, 2]]]);
+    await vi.advanceTimersByTimeAsync(6_000);
+    // Repeated while within the window (a missed summary is covered), then dropped.
+    expect(tipsSent().length).toBeGreaterThanOrEqual(4);
+    expect(tipsSent().length).toBeLessThanOrEqual(6);
+    const count = tipsSent().length;
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(tipsSent()).toHaveLength(count);
+  });
+
+  it('reads back a summarised seq it has not emitted, and shrugs off malformed payloads', async () => {
+    stream.publish(message, ['bob'], Date.now());
+    const other = '0d1e2f30-4a5b-4c6d-8e9f-a0b1c2d3e4f5';
+    // Within its first five seconds an instance skips conversations it has not seen.
+    subscriber.emit('message', 'live:tips:3', JSON.stringify({ origin: 'b', tips: [[other, 4]] }));
+    subscriber.emit('message', 'live:tips:3', JSON.stringify({ origin: 'b', tips: [[message.conversationId, 3]] }));
+    subscriber.emit('message', 'live:tips:3', '{"origin":"b","tips":7}');
+    subscriber.emit('message', 'live:messages:3', '{"origin":"b"}');
+    subscriber.emit('message', 'live:messages:3', 'not json');
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(fills).toEqual([[message.conversationId, 1, 4]]);
   });
 });
