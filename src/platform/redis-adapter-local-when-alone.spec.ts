@@ -1,13 +1,10 @@
-import { once } from 'node:events';
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-
 import { createAdapter, RedisAdapter } from '@socket.io/redis-adapter';
-import { Redis } from 'ioredis';
-import { Server } from 'socket.io';
-import { io as connectClient, type Socket as ClientSocket } from 'socket.io-client';
+import type { Redis } from 'ioredis';
+import type { Server } from 'socket.io';
+import type { Socket as ClientSocket } from 'socket.io-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
+import { recordingPublisher, serveWithAdapter, type AdapterHarness } from '../../test/support/adapter-harness.js';
 import { unreachableRedis } from '../../test/support/redis-doubles.js';
 import { observeSubscribePromises } from './ioredis-subscribe-promises.js';
 import { skipRedisWhenAlone } from './redis-adapter-local-when-alone.js';
@@ -15,24 +12,6 @@ import { publishSafely } from './redis-adapter-publish-safely.js';
 
 type AdapterFactory = ReturnType<typeof createAdapter>;
 type BroadcastOptions = Parameters<RedisAdapter['broadcast']>[1];
-
-/** The channels the adapter publishes to, through a client that records them. */
-function recordingPublisher(client: Redis): { client: Redis; channels: string[] } {
-  const channels: string[] = [];
-  const recording = new Proxy(client, {
-    get(target, property) {
-      if (property === 'publish') {
-        return (channel: string, message: Buffer) => {
-          channels.push(channel);
-          return target.publish(channel, message);
-        };
-      }
-      const value = Reflect.get(target, property) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-  return { client: recording, channels };
-}
 
 /** The factory, recording the options each adapter's own broadcast receives. */
 function recordingBroadcasts(factory: AdapterFactory): { factory: AdapterFactory; seen: BroadcastOptions[] } {
@@ -57,7 +36,7 @@ function recordingBroadcasts(factory: AdapterFactory): { factory: AdapterFactory
 // `broadcast(packet, opts)`; the Redis adapter publishes unless `opts.flags.local`, and
 // delivers to local sockets either way.
 describe('skipRedisWhenAlone', () => {
-  let http: HttpServer;
+  let harness: AdapterHarness;
   let server: Server;
   let client: ClientSocket;
   let channels: string[];
@@ -72,15 +51,8 @@ describe('skipRedisWhenAlone', () => {
     channels = publisher.channels;
     const recording = recordingBroadcasts(createAdapter(publishSafely(publisher.client), sub));
     seen = recording.seen;
-    http = createServer();
-    server = new Server(http, { transports: ['websocket'] });
-    server.adapter(wrap(recording.factory));
-    server.on('connection', (socket) => void socket.join('room'));
-    http.listen(0, '127.0.0.1');
-    await once(http, 'listening');
-    const { port } = http.address() as AddressInfo;
-    client = connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true });
-    await once(server, 'connection');
+    harness = await serveWithAdapter(wrap(recording.factory));
+    ({ server, client } = harness);
   }
 
   function received(event: string): Promise<unknown> {
@@ -92,9 +64,7 @@ describe('skipRedisWhenAlone', () => {
   });
 
   afterEach(() => {
-    client.disconnect();
-    // Not server.close(): the adapter's close would unsubscribe through the unreachable client.
-    http.close();
+    harness.close();
     for (const redis of redisClients.splice(0)) redis.disconnect();
   });
 

@@ -1,13 +1,9 @@
-import { once } from 'node:events';
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-
 import { createAdapter, RedisAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
-import { Server } from 'socket.io';
-import { io as connectClient, type Socket as ClientSocket } from 'socket.io-client';
+import type { Server } from 'socket.io';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { recordingPublisher, serveWithAdapter, type AdapterHarness } from '../../test/support/adapter-harness.js';
 import { unreachableRedis } from '../../test/support/redis-doubles.js';
 import { observeSubscribePromises } from './ioredis-subscribe-promises.js';
 import { publishSafely } from './redis-adapter-publish-safely.js';
@@ -20,43 +16,23 @@ import { countServersWith, requestChannelOf } from './redis-adapter-server-count
 // that channel and waits.
 describe('countServersWith', () => {
   const key = 'sio:7';
-  let http: HttpServer;
+  let harness: AdapterHarness;
   let server: Server;
-  let client: ClientSocket;
   const redisClients: Redis[] = [];
 
   /** A server whose adapter cannot reach Redis: its own serverCount() would reject. */
   async function start(count: (channel: string) => Promise<number>): Promise<string[]> {
-    const published: string[] = [];
-    const pub = unreachableRedis();
+    const publisher = recordingPublisher(unreachableRedis());
     const sub = observeSubscribePromises(unreachableRedis());
-    redisClients.push(pub, sub);
-    const recording = new Proxy(publishSafely(pub), {
-      get(target, property) {
-        if (property === 'publish') {
-          return (channel: string, message: string) => {
-            published.push(channel);
-            return target.publish(channel, message);
-          };
-        }
-        return Reflect.get(target, property) as unknown;
-      },
-    });
-    http = createServer();
-    server = new Server(http, { transports: ['websocket'] });
-    server.adapter(countServersWith(createAdapter(recording, sub, { key, requestsTimeout: 100 }), key, count));
-    server.on('connection', (socket) => void socket.join('room'));
-    http.listen(0, '127.0.0.1');
-    await once(http, 'listening');
-    const { port } = http.address() as AddressInfo;
-    client = connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true });
-    await once(server, 'connection');
-    return published;
+    redisClients.push(publisher.client, sub);
+    const adapter = createAdapter(publishSafely(publisher.client), sub, { key, requestsTimeout: 100 });
+    harness = await serveWithAdapter(countServersWith(adapter, key, count));
+    server = harness.server;
+    return publisher.channels;
   }
 
   afterEach(() => {
-    client.disconnect();
-    http.close();
+    harness.close();
     for (const redis of redisClients.splice(0)) redis.disconnect();
   });
 
