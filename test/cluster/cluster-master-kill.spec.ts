@@ -15,7 +15,7 @@ import { slotOf } from '../../src/redis/redis-client.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import {
   ClientPool,
-  closedStates,
+  expectReceivedOnceInOrder,
   expectSendsResolvedInOrder,
   sendStream,
   storedMessages,
@@ -165,26 +165,7 @@ describe('SIGKILL of a Redis Cluster master under load', () => {
           },
           20_000,
         );
-        return () => {
-          const got = received();
-          const name = names.get(d);
-          expect(got.length, `${name}: messages received`).toBe(expected);
-          expect(new Set(got.map((m) => m.id)).size, `${name}: distinct ids received`).toBe(got.length);
-          const seqs = got.map((m) => m.seq);
-          expect(
-            seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]),
-            `${name}: seqs out of order`,
-          ).toEqual([]);
-          expect(
-            seqs.filter((seq) => own.has(seq)),
-            `${name}: its own messages`,
-          ).toEqual([]);
-          expect(
-            got.filter((m) => storedIdBySeq.get(m.seq) !== m.id).map((m) => m.seq),
-            `${name}: messages that differ from the stored ones`,
-          ).toEqual([]);
-          expect(closedStates(d), `${name} never closed`).toEqual([]);
-        };
+        return () => expectReceivedOnceInOrder(d, received(), names.get(d), { expected, own, storedIdBySeq });
       };
       const checks = [];
       for (const d of devices) checks.push(await expectEverything(d, total - (sent.get(d)?.length ?? 0)));

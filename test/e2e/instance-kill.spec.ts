@@ -5,7 +5,7 @@ import { RedisService } from '../../src/redis/redis.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import {
   ClientPool,
-  closedStates,
+  expectReceivedOnceInOrder,
   expectSendsResolvedInOrder,
   sendsInFlight,
   sendStream,
@@ -187,22 +187,7 @@ describe('SIGKILL of one of three instances', () => {
       const own = new Set((sent.get(device) ?? []).map((m) => m.seq));
       const got = device.received.filter((m) => m.conversationId === conversationId);
       const name = names.get(device);
-      expect(got.length, `${name}: messages received`).toBe(total - own.size);
-      expect(new Set(got.map((m) => m.id)).size, `${name}: distinct ids received`).toBe(got.length);
-      const seqs = got.map((m) => m.seq);
-      expect(
-        seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]),
-        `${name}: seqs out of order`,
-      ).toEqual([]);
-      expect(
-        seqs.filter((seq) => own.has(seq)),
-        `${name}: its own messages`,
-      ).toEqual([]);
-      expect(
-        got.filter((m) => storedIdBySeq.get(m.seq) !== m.id).map((m) => m.seq),
-        `${name}: messages that differ from the stored ones`,
-      ).toEqual([]);
-      expect(closedStates(device), `${name} never closed`).toEqual([]);
+      expectReceivedOnceInOrder(device, got, name, { expected: total - own.size, own, storedIdBySeq });
       expect(await device.client.outbox(), `${name}: outbox`).toEqual([]);
     }
 

@@ -278,6 +278,39 @@ export async function expectSendsResolvedInOrder(
 }
 
 /**
+ * What a receiving device of a multi-sender drill must end with: `expected` messages,
+ * each once, in strictly increasing seq, none of its own (`own`: the seqs it sent), each
+ * the stored message of its seq, and its client never closed.
+ */
+export function expectReceivedOnceInOrder(
+  device: RecordingClient,
+  got: readonly Message[],
+  name: string | undefined,
+  {
+    expected,
+    own,
+    storedIdBySeq,
+  }: { expected: number; own: ReadonlySet<number>; storedIdBySeq: ReadonlyMap<number, string> },
+): void {
+  expect(got.length, `${name}: messages received`).toBe(expected);
+  expect(new Set(got.map((m) => m.id)).size, `${name}: distinct ids received`).toBe(got.length);
+  const seqs = got.map((m) => m.seq);
+  expect(
+    seqs.filter((seq, i) => i > 0 && seq <= seqs[i - 1]),
+    `${name}: seqs out of order`,
+  ).toEqual([]);
+  expect(
+    seqs.filter((seq) => own.has(seq)),
+    `${name}: its own messages`,
+  ).toEqual([]);
+  expect(
+    got.filter((m) => storedIdBySeq.get(m.seq) !== m.id).map((m) => m.seq),
+    `${name}: messages that differ from the stored ones`,
+  ).toEqual([]);
+  expect(closedStates(device), `${name} never closed`).toEqual([]);
+}
+
+/**
  * The outcome every scenario must reach: every one of A's sends resolved (within
  * `sendTimeoutMs`); B's 'message' listener saw each of them exactly once, by id and by
  * clientMsgId, in strictly increasing seq without gaps; the service stored each once;
