@@ -21,8 +21,10 @@ const ANNOUNCE_TIMEOUT_MS = 1_000;
  *
  * Every instance subscribes to one channel, so its subscriber count is the instance
  * count. An instance announces itself as it boots, before it listens, and waits for its
- * own echo (Redis has then written the announcement to every subscriber), so the others
- * stop taking the shortcut before any client can reach it; a periodic count notices
+ * own echo (one Redis has then written the announcement to every subscriber; a cluster
+ * forwards it to its other nodes' subscribers over the cluster bus, a moment later, so
+ * there the others may still take the shortcut for that moment), so the others stop
+ * taking the shortcut before any client can reach it; a periodic count notices
  * instances that went away. When unsure (Redis down), not alone.
  */
 @Injectable()
