@@ -153,17 +153,19 @@ export class SessionService {
       code: ErrorCode.SessionReplaced,
       message: 'this device connected again elsewhere',
     };
-    for (const other of others) {
-      const otherData = other.data as Partial<SocketData>;
-      if ((otherData.connectedAt ?? 0) < socket.data.connectedAt) {
-        other.emit('error', replaced);
-        other.disconnect(true);
-      } else {
-        socket.emit('error', replaced);
-        socket.disconnect(true);
-        throw new AppError(ErrorCode.SessionReplaced, replaced.message);
-      }
+    const older = others.filter(
+      (other) => ((other.data as Partial<SocketData>).connectedAt ?? 0) < socket.data.connectedAt,
+    );
+    if (older.length < others.length) {
+      // A newer connection of this device is already there: this one goes.
+      socket.emit('error', replaced);
+      socket.disconnect(true);
+      throw new AppError(ErrorCode.SessionReplaced, replaced.message);
     }
+    this.realtime.replaceSockets(
+      older.map((other) => other.id),
+      replaced,
+    );
   }
 
   assertTokenFor(socket: AppSocket, userId: string): void {

@@ -4,6 +4,7 @@ import type { Namespace } from 'socket.io';
 import type { SocketData } from './realtime.types.js';
 import type {
   ClientToServerEvents,
+  ErrorEventPayload,
   MembershipPayload,
   PresencePayload,
   ReceiptPayload,
@@ -13,12 +14,13 @@ import type {
 } from '@messaging-service/client/protocol';
 import { rooms } from './realtime.types.js';
 
-export type RealtimeNamespace = Namespace<
-  ClientToServerEvents,
-  ServerToClientEvents,
-  Record<string, never>,
-  SocketData
->;
+/** What one instance asks the others (Socket.IO `serverSideEmit`, over the adapter). */
+interface ServerSideEvents {
+  /** Send these of your sockets `error`, then disconnect them (RealtimeService.replaceSockets). */
+  'replace-sockets': (socketIds: string[], error: ErrorEventPayload) => void;
+}
+
+export type RealtimeNamespace = Namespace<ClientToServerEvents, ServerToClientEvents, ServerSideEvents, SocketData>;
 
 /**
  * Emits server events to connected sockets. The gateway hands it the `/v1` namespace at
@@ -31,6 +33,34 @@ export class RealtimeService {
 
   attach(namespace: RealtimeNamespace): void {
     this.namespace = namespace;
+    namespace.on('replace-sockets', (socketIds, error) => this.replaceHere(socketIds, error));
+  }
+
+  /**
+   * Sends these sockets `error`, then disconnects them, on whichever instance holds them
+   * (a device connected again: SessionService). The other instances get both as one
+   * server-side event: a remote socket's `emit` and `disconnect` would be two publishes,
+   * which a Redis Cluster may deliver in either order (each PUBLISH goes to a node of its
+   * own, then over the cluster bus), and the client then lost the error.
+   */
+  replaceSockets(socketIds: readonly string[], error: ErrorEventPayload): void {
+    const namespace = this.namespace;
+    if (!namespace) return;
+    const remote = socketIds.filter((id) => !namespace.sockets.has(id));
+    this.replaceHere(
+      socketIds.filter((id) => namespace.sockets.has(id)),
+      error,
+    );
+    if (remote.length > 0) namespace.serverSideEmit('replace-sockets', remote, error);
+  }
+
+  private replaceHere(socketIds: readonly string[], error: ErrorEventPayload): void {
+    for (const id of socketIds) {
+      const socket = this.namespace?.sockets.get(id);
+      if (!socket) continue;
+      socket.emit('error', error);
+      socket.disconnect(true);
+    }
   }
 
   /**
