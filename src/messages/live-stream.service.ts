@@ -24,9 +24,10 @@ const HOLD_MS = 500;
 /**
  * How long a publish Redis refused is tried again. A Redis Cluster fails a killed master
  * over to its replica within its node timeout and an election (about 7-9 s with a 5 s
- * timeout); until then PUBLISH fails on the dead node. Receivers read a lost message back
- * only once a later one of its conversation arrives, so the last ones sent in an outage
- * would reach the connected devices of the other instances only at their next reconnect.
+ * timeout); until then PUBLISH fails on the dead node. The summaries (TIPS_*) reveal a
+ * lost message only while it is in their window, 5 s: the last ones sent in a longer
+ * outage would reach the connected devices of the other instances only when a later one
+ * of their conversation arrives, or at their next reconnect.
  */
 const REPUBLISH_FOR_MS = 60_000;
 /** Between two tries of a refused publish (grows to REPUBLISH_MAX_DELAY_MS). */
