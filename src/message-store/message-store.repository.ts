@@ -239,6 +239,60 @@ export class MessageStoreRepository {
     rows: readonly (SealedRow & { ordinal: number })[],
     heads: readonly { conversationId: string; expected: Head; count: number }[],
   ): Promise<{ createdAt: Map<string, Date>; missed: Set<string> }> {
+    const inserted =
+      rows.length === 1
+        ? await this.insertPredictedOne(rows[0], heads[0])
+        : await this.insertPredictedMany(rows, heads);
+    const createdAt = new Map(inserted.map((row) => [row.id, row.created_at]));
+    const stored = new Set(inserted.map((row) => row.conversation_id));
+    return { createdAt, missed: new Set(heads.map((h) => h.conversationId).filter((id) => !stored.has(id))) };
+  }
+
+  /**
+   * insertPredicted for one message, the usual batch below saturation: scalar
+   * parameters instead of sixteen arrays, so neither pg nor PostgreSQL builds and parses
+   * array literals, and the sealed bytes go as binary parameters rather than hex text.
+   * Measured (docs/performance.md, #20): PostgreSQL's CPU at 1,000 msg/s 0.30 cores
+   * against 0.33 with the array statement.
+   */
+  private async insertPredictedOne(
+    row: SealedRow,
+    head: { expected: Head },
+  ): Promise<{ id: string; conversation_id: string; created_at: Date }[]> {
+    const { expected } = head;
+    const { rows: inserted } = await this.prisma.sql.query<{ id: string; conversation_id: string; created_at: Date }>({
+      name: 'messages.insertPredictedOne',
+      text: `WITH upd AS (
+               ${ADVANCE('(VALUES ($2::uuid, 1)) AS v(id, n)', 'AND c.last_seq = $11 AND c.key_version = $12 AND c.wrapped_key = $13')}
+               RETURNING c.last_activity_at AS at
+             )
+             INSERT INTO messages (${MESSAGE_COLUMNS})
+             SELECT $1::uuid, $2::uuid, $3::bigint, $4::text, $5::text, $6::text, $7::text, $8::bytea, $9::bytea, $10::int, upd.at
+             FROM upd
+             RETURNING id, conversation_id, created_at`,
+      values: [
+        row.message.id,
+        row.message.conversationId,
+        row.seq,
+        row.message.senderId,
+        row.message.senderDeviceId,
+        row.message.clientMsgId,
+        row.message.contentType,
+        Buffer.from(row.sealed.ciphertext),
+        Buffer.from(row.sealed.nonce),
+        row.sealed.keyVersion,
+        expected.lastSeq,
+        expected.key.keyVersion,
+        Buffer.from(expected.key.wrappedKey),
+      ],
+    });
+    return inserted;
+  }
+
+  private async insertPredictedMany(
+    rows: readonly (SealedRow & { ordinal: number })[],
+    heads: readonly { conversationId: string; expected: Head; count: number }[],
+  ): Promise<{ id: string; conversation_id: string; created_at: Date }[]> {
     const { rows: inserted } = await this.prisma.sql.query<{ id: string; conversation_id: string; created_at: Date }>({
       name: 'messages.insertPredicted',
       text: `WITH v AS (
@@ -266,9 +320,7 @@ export class MessageStoreRepository {
         heads.map((h) => Buffer.from(h.expected.key.wrappedKey)),
       ],
     });
-    const createdAt = new Map(inserted.map((row) => [row.id, row.created_at]));
-    const stored = new Set(inserted.map((row) => row.conversation_id));
-    return { createdAt, missed: new Set(heads.map((h) => h.conversationId).filter((id) => !stored.has(id))) };
+    return inserted;
   }
 
   async findByClientMsgId(senderId: string, clientMsgId: string): Promise<StoredMessage | null> {

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MessageCodec } from '../../src/message-store/message.codec.js';
 import { MessageStoreRepository } from '../../src/message-store/message-store.repository.js';
 import { MessageStore } from '../../src/message-store/message-store.service.js';
-import type { NewMessage, StoreOutcome } from '../../src/message-store/message-store.types.js';
+import type { ConversationKey, NewMessage, StoreOutcome } from '../../src/message-store/message-store.types.js';
+import { PrismaService } from '../../src/prisma/prisma.service.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { createConversation, userId } from '../support/fixtures.js';
 
@@ -175,6 +176,81 @@ describe('MessageStore', () => {
     // And the first store's head is stale now: it misses, then takes the transaction.
     const fifth = await stored(store, 'p5');
     expect(fifth.previousAt).toBe(Date.parse(fourth.message.createdAt));
+  });
+
+  it('stores predicted rows only where the head is as predicted, in the one-row and the many-row statement', async () => {
+    const headOf = async (conversationId: string) => {
+      const { rows } = await service.app.get(PrismaService).sql.query<{
+        last_seq: string;
+        at: Date;
+        encryption: 'server' | 'e2e';
+        wrapped_key: Uint8Array;
+        key_version: number;
+      }>('SELECT last_seq, last_activity_at AS at, encryption, wrapped_key, key_version FROM conversations WHERE id = $1', [conversationId]);
+      const [row] = rows;
+      const key: ConversationKey = {
+        conversationId,
+        encryption: row.encryption,
+        wrappedKey: row.wrapped_key,
+        keyVersion: row.key_version,
+      };
+      return { lastSeq: Number(row.last_seq), key, at: row.at.getTime() };
+    };
+    const rowsFor = (conversationId: string, head: { lastSeq: number; key: ConversationKey }, bodies: string[]) =>
+      bodies.map((body, i) => {
+        const message = newMessage(conversationId);
+        const seq = head.lastSeq + i + 1;
+        return { message, seq, ordinal: i + 1, sealed: codec.seal(head.key, message.id, seq, text(body)) };
+      });
+    const [a, b] = [await createConversation(service, alice, [bob]), await createConversation(service, alice, [bob])];
+
+    // One row: stored when the head is as predicted, missed (nothing stored) when its seq
+    // or its key moved.
+    let head = await headOf(a);
+    const one = rowsFor(a, head, ['a1']);
+    const stored = await repository.insertPredicted(one, [{ conversationId: a, expected: head, count: 1 }]);
+    expect([...stored.createdAt.keys()]).toEqual([one[0].message.id]);
+    expect(stored.missed.size).toBe(0);
+    const staleSeq = rowsFor(a, head, ['stale']);
+    expect(await repository.insertPredicted(staleSeq, [{ conversationId: a, expected: head, count: 1 }])).toEqual({
+      createdAt: new Map(),
+      missed: new Set([a]),
+    });
+    head = await headOf(a);
+    const otherKey = { ...head, key: { ...head.key, wrappedKey: new Uint8Array(head.key.wrappedKey.length) } };
+    const staleKey = rowsFor(a, head, ['stale']);
+    expect(await repository.insertPredicted(staleKey, [{ conversationId: a, expected: otherKey, count: 1 }])).toEqual({
+      createdAt: new Map(),
+      missed: new Set([a]),
+    });
+
+    // Many rows over two conversations: the one whose head moved is missed alone.
+    const many = rowsFor(a, head, ['a2', 'a3']);
+    const headB = await headOf(b);
+    const staleB = { ...headB, lastSeq: headB.lastSeq + 1 };
+    const manyB = rowsFor(b, staleB, ['b1']);
+    const mixed = await repository.insertPredicted(
+      [...many, ...manyB],
+      [
+        { conversationId: a, expected: head, count: 2 },
+        { conversationId: b, expected: staleB, count: 1 },
+      ],
+    );
+    expect([...mixed.createdAt.keys()]).toEqual(many.map((r) => r.message.id));
+    expect(mixed.missed).toEqual(new Set([b]));
+
+    // What was stored opens under its seq, with created_at rising with seq.
+    const page = await store.page(a, { afterSeq: 0, limit: 10 });
+    expect(page.messages.map((m) => [m.seq, m.body])).toEqual([
+      [1, 'a1'],
+      [2, 'a2'],
+      [3, 'a3'],
+    ]);
+    const times = page.messages.map((m) => Date.parse(m.createdAt));
+    expect(times[1]).toBeGreaterThan(times[0]);
+    expect(times[2]).toBeGreaterThan(times[1]);
+    expect((await store.page(b, { afterSeq: 0, limit: 10 })).messages).toEqual([]);
+    expect((await headOf(b)).lastSeq).toBe(0);
   });
 
   it('rejects every send of a batch the database refuses, and stores the next one under the first seq', async () => {
