@@ -62,8 +62,9 @@ const USAGE = `usage: npm run bench -- [options]
   --workers <n>       load-generator processes for the message scenarios (default 2)
   --latency-rate <n>  the latency scenario's offered rate in msg/s (default 1000)
   --soak-seconds <n>  how long the soak scenario's load runs (default 300, 30 with --quick)
-  --cpu-prof          profile the service (V8 sampling profiler over --inspect on loopback) during each
-                      measured service run; summaries printed, profiles in .local/bench/profile/
+  --cpu-prof          profile the service and the bare relay (V8 sampling profiler over --inspect on
+                      loopback) during each measured run; summaries printed, profiles in
+                      .local/bench/profile/ (the relay's as <scenario>.bare.cpuprofile)
   --no-build          use the existing dist/ instead of running npm run build
   --keep-services     leave the bench PostgreSQL and Redis running afterwards
   --log-level <level> the service's LOG_LEVEL (default info, as in production)
@@ -305,10 +306,16 @@ async function storeCounters(urls) {
   };
 }
 
+/**
+ * Starts the bare relay; with --cpu-prof its inspector is open too, so that the same
+ * runs profile both and the README's breakdown can set each component beside the relay's.
+ */
 async function startBareRelay() {
+  const inspectPort = options['cpu-prof'] && !process.env.BENCH_HEAP_PROF ? await freePort() : null;
+  const execArgv = inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : [];
   const child = track(
     'bare relay',
-    fork(join(ROOT, 'bench', 'bare-relay.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+    fork(join(ROOT, 'bench', 'bare-relay.mjs'), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
   );
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('the bare relay did not start within 15 s')), 15_000);
@@ -320,7 +327,8 @@ async function startBareRelay() {
       }
     });
   });
-  return { child, pid: child.pid, url: `http://127.0.0.1:${port}` };
+  const profiler = inspectPort ? await attachProfiler(inspectPort) : null;
+  return { child, pid: child.pid, url: `http://127.0.0.1:${port}`, profiler };
 }
 
 /**
@@ -341,6 +349,10 @@ async function startService(urls, secrets, { logFile = SERVICE_LOG, profile = op
     ENCRYPTION_KEYS: secrets.encryptionKeys,
     LOG_LEVEL: options['log-level'],
     MIGRATE_ON_START: 'true',
+    // Every load socket comes from 127.0.0.1: the per-address cap (default 2,000) would
+    // refuse the connections scenario's 10,000 as `rate_limited`. The per-user cap stays:
+    // each bench socket is a user of its own.
+    MAX_CONNECTIONS_PER_IP: '0',
   };
   // BENCH_SERVICE_NODE_FLAGS: extra Node flags for the service (e.g. --trace-gc; output in the service log).
   const args = [
@@ -590,21 +602,24 @@ async function main() {
      */
     async begin(kind) {
       const counters = kind === 'service' ? { ...(await stores.counters()), ...(await handlerTimes()) } : null;
-      const profiling = kind === 'service' && service.profiler !== null;
-      if (profiling) await service.profiler.start();
-      return { cpu: cpu.snapshot(), profiling, counters };
+      const profiler = (kind === 'service' ? service.profiler : kind === 'bare' ? bare?.profiler : null) ?? null;
+      if (profiler) await profiler.start();
+      return { cpu: cpu.snapshot(), profiler, kind, counters };
     },
     /** Ends it: returns { cpu, store } (store: null for the bare relay); keeps the profile under `name`. */
     async end(measuring, name) {
       const used = cpu.since(measuring.cpu);
-      if (measuring.profiling) {
-        const profile = await service.profiler.stop();
+      if (measuring.profiler) {
+        const profile = await measuring.profiler.stop();
+        // The relay's profile of a scenario sits beside the service's: `throughput (bare relay)`.
+        const key = measuring.kind === 'bare' ? `${name} (bare relay)` : name;
+        const fileName = measuring.kind === 'bare' ? `${name}.bare` : name;
         if (process.env.BENCH_HEAP_PROF) {
-          writeFileSync(join(PROFILE_DIR, `${name}.heapprofile`), JSON.stringify(profile));
+          writeFileSync(join(PROFILE_DIR, `${fileName}.heapprofile`), JSON.stringify(profile));
         } else {
-          const file = join(PROFILE_DIR, `${name}.cpuprofile`);
+          const file = join(PROFILE_DIR, `${fileName}.cpuprofile`);
           writeFileSync(file, JSON.stringify(profile));
-          profiles[name] = { file, ...summarizeProfile(profile) };
+          profiles[key] = { file, ...summarizeProfile(profile), bare: measuring.kind === 'bare' };
         }
       }
       let store = null;
@@ -701,6 +716,7 @@ async function main() {
   // The 1-minute figure at the end mostly covers the run itself (this machine is shared).
   const loadAtEnd = os.loadavg();
   service.profiler?.close();
+  bare?.profiler?.close();
   await stores.close();
   await Promise.allSettled(workers.map((worker) => worker.stop()));
   await stopChild(bare?.child);
@@ -780,7 +796,10 @@ async function main() {
   const cpuText = formatCpu(results);
   if (cpuText) out.push('', cpuText);
   for (const [name, profile] of Object.entries(profiles)) {
-    out.push('', formatProfile(profile, `CPU profile of the service during ${name}`), `  (${profile.file})`);
+    const title = profile.bare
+      ? `CPU profile of the bare relay during ${name.replace(/ \(bare relay\)$/, '')}`
+      : `CPU profile of the service during ${name}`;
+    out.push('', formatProfile(profile, title), `  (${profile.file})`);
   }
   out.push(
     '',
