@@ -31,7 +31,10 @@ export type EventHandlers = {
 @Injectable()
 export class RequestDispatcher {
   private readonly logger = new Logger('Socket');
-  /** Histogram children per (event, outcome): observing through one skips label hashing. */
+  /**
+   * Histogram children per (event, outcome): saves building the labels per request
+   * (prom-client still hashes them on every observe: 2% of the service's CPU, #20).
+   */
   private readonly timers = new Map<string, { observe(seconds: number): void }>();
 
   constructor(
