@@ -58,6 +58,13 @@ const keyOfHead = (row: HeadRow): ConversationKey => ({
   keyVersion: row.key_version,
 });
 
+/** What the predicted insert returns for each row it stored. */
+interface InsertedRow {
+  id: string;
+  conversation_id: string;
+  created_at: Date;
+}
+
 /** A message with the seq it goes under and its content sealed for that seq. */
 export interface SealedRow {
   message: NewMessage;
@@ -255,12 +262,9 @@ export class MessageStoreRepository {
    * Measured (docs/performance.md, #20): PostgreSQL's CPU at 1,000 msg/s 0.30 cores
    * against 0.33 with the array statement.
    */
-  private async insertPredictedOne(
-    row: SealedRow,
-    head: { expected: Head },
-  ): Promise<{ id: string; conversation_id: string; created_at: Date }[]> {
+  private async insertPredictedOne(row: SealedRow, head: { expected: Head }): Promise<InsertedRow[]> {
     const { expected } = head;
-    const { rows: inserted } = await this.prisma.sql.query<{ id: string; conversation_id: string; created_at: Date }>({
+    const { rows: inserted } = await this.prisma.sql.query<InsertedRow>({
       name: 'messages.insertPredictedOne',
       text: `WITH upd AS (
                ${ADVANCE('(VALUES ($2::uuid, 1)) AS v(id, n)', 'AND c.last_seq = $11 AND c.key_version = $12 AND c.wrapped_key = $13')}
@@ -292,8 +296,8 @@ export class MessageStoreRepository {
   private async insertPredictedMany(
     rows: readonly (SealedRow & { ordinal: number })[],
     heads: readonly { conversationId: string; expected: Head; count: number }[],
-  ): Promise<{ id: string; conversation_id: string; created_at: Date }[]> {
-    const { rows: inserted } = await this.prisma.sql.query<{ id: string; conversation_id: string; created_at: Date }>({
+  ): Promise<InsertedRow[]> {
+    const { rows: inserted } = await this.prisma.sql.query<InsertedRow>({
       name: 'messages.insertPredicted',
       text: `WITH v AS (
                SELECT * FROM unnest($12::uuid[], $13::bigint[], $14::int[], $15::int[], $16::bytea[])
