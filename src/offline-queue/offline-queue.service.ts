@@ -246,25 +246,11 @@ export class OfflineQueueService {
     const batches = [...this.pendingAcks.values()];
     this.pendingAcks.clear();
     for (const { device, calls } of batches) {
-      this.queues.ack(device, calls.length === 1 ? calls[0].messageIds : calls.flatMap((call) => call.messageIds)).then(
+      const ids = calls.flatMap((call) => call.messageIds);
+      this.queues.ack(device, ids).then(
         (result) => {
           this.cursors.advance(device.userId, device.deviceId, result.cursors);
-          if (calls.length === 1) {
-            calls[0].resolve(result);
-            return;
-          }
-          const unclaimed = new Map(result.acked.map((entry) => [entry.messageId, entry]));
-          for (const call of calls) {
-            const acked = [];
-            for (const id of call.messageIds) {
-              const entry = unclaimed.get(id);
-              if (!entry) continue;
-              unclaimed.delete(id);
-              acked.push(entry);
-            }
-            const touched = new Set(acked.map((entry) => entry.conversationId));
-            call.resolve({ acked, cursors: result.cursors.filter((cursor) => touched.has(cursor.conversationId)) });
-          }
+          answerEach(calls, result);
         },
         (error: unknown) => calls.forEach((call) => call.reject(error)),
       );
@@ -281,6 +267,20 @@ export class OfflineQueueService {
 
   drop(device: DeviceRef): Promise<void> {
     return this.queues.drop(device);
+  }
+}
+
+/** Each ack of a grouped call gets the entries of its own ids, each entry once, in call order. */
+function answerEach(calls: PendingAcks['calls'], result: AckResult): void {
+  const unclaimed = new Map(result.acked.map((entry) => [entry.messageId, entry]));
+  for (const call of calls) {
+    const acked = call.messageIds.flatMap((id) => {
+      const entry = unclaimed.get(id);
+      unclaimed.delete(id);
+      return entry ? [entry] : [];
+    });
+    const touched = new Set(acked.map((entry) => entry.conversationId));
+    call.resolve({ acked, cursors: result.cursors.filter((cursor) => touched.has(cursor.conversationId)) });
   }
 }
 
